@@ -1,0 +1,5 @@
+"""bigkern's functional ops (torch.nn.functional semantics unless stated)."""
+
+from bigkern.ops.pool import adaptive_avg_pool2d, adaptive_max_pool2d, avg_pool2d, max_pool2d
+
+__all__ = ["max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d"]

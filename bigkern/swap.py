@@ -1,0 +1,134 @@
+"""Swapping bigkern's drop-in modules into an existing model, in place, and back.
+
+A module is swapped by changing its class to the bigkern subclass of its torch.nn class. The
+object itself stays, so its parameters, buffers, device, dtype, training mode, hooks and every
+reference other code holds to it are kept, and ``unswap`` is exact. Only modules whose type is
+exactly a registered torch.nn class are swapped: a user subclass may override forward, so it
+is left alone and the report says so.
+
+Op families register their modules with ``register_swappable``; the report says, per module,
+what was swapped or kept and why, and which backend its calls will reach on the model's device.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+
+from bigkern import backend
+
+_SWAPPABLE: dict[type, tuple[type, str]] = {}  # torch class -> (bigkern class, op it runs)
+
+
+def register_swappable(torch_class: type, bigkern_class: type, op: str) -> None:
+    """Make ``swap`` replace ``torch_class`` modules by ``bigkern_class`` (a subclass running ``op``)."""
+    if not issubclass(bigkern_class, torch_class):
+        raise TypeError(f"{bigkern_class.__qualname__} must subclass {torch_class.__qualname__} to be swapped in")
+    _SWAPPABLE[torch_class] = (bigkern_class, op)
+
+
+@dataclass(frozen=True)
+class SwapEntry:
+    name: str  # qualified module name ("" for the model itself)
+    module_class: str
+    action: str  # "swapped", "kept", "excluded"
+    reason: str
+
+
+@dataclass
+class SwapReport:
+    entries: list[SwapEntry]
+    device: torch.device
+
+    @property
+    def swapped(self) -> list[SwapEntry]:
+        return [e for e in self.entries if e.action == "swapped"]
+
+    @property
+    def not_swapped(self) -> list[SwapEntry]:
+        return [e for e in self.entries if e.action != "swapped"]
+
+    def __str__(self) -> str:
+        lines = [f"bigkern.swap: {len(self.swapped)} swapped, {len(self.not_swapped)} not swapped (device {self.device})"]
+        width = max([len(e.name or "<model>") for e in self.entries] + [6])
+        for e in self.entries:
+            lines.append(f"  {e.name or '<model>':<{width}}  {e.module_class:<20} {e.action:<8} {e.reason}")
+        return "\n".join(lines)
+
+
+def _matches(name: str, module: torch.nn.Module, patterns: Iterable) -> bool:
+    """A pattern is a module class, a class name, or a glob over qualified module names."""
+    for pattern in patterns:
+        if isinstance(pattern, type):
+            if isinstance(module, pattern):
+                return True
+        elif pattern == type(module).__name__ or fnmatch.fnmatchcase(name, pattern):
+            return True
+    return False
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _serving_backend(op: str, device: torch.device) -> str:
+    """Which backend this op's calls reach on ``device`` under the current backend choice."""
+    probe = torch.empty(0, device=device) if device.type != "cuda" or torch.cuda.is_available() else None
+    if probe is None:
+        return "unknown (CUDA is not available in this process)"
+    try:
+        chosen = backend.select(op, probe)
+    except backend.BackendUnavailableError as err:
+        return f"none: {err}"
+    if chosen == "torch":
+        passed = [f"{b}: {backend.why_not(b, op, probe)}" for b in backend.auto_candidates(op, probe) if b != "torch"]
+        return "torch (no bigkern kernel" + (f"; {'; '.join(passed)})" if passed else ")")
+    return f"bigkern {chosen} kernels"
+
+
+def swap(model: torch.nn.Module, include: Iterable | None = None, exclude: Iterable | None = None) -> SwapReport:
+    """Replace, in place, every supported torch.nn module of ``model`` by its bigkern drop-in.
+
+    include: only swap modules matching one of these (classes, class names or name globs).
+    exclude: never swap modules matching one of these.
+    Returns a SwapReport; ``print`` it to see what was swapped, what was not, and why.
+    """
+    exclude = list(exclude or [])
+    include = None if include is None else list(include)
+    device = _model_device(model)
+    entries = []
+    swapped_back = {bk: tc for tc, (bk, _) in _SWAPPABLE.items()}
+    for name, module in model.named_modules():
+        cls = type(module)
+        if cls in swapped_back:
+            entries.append(SwapEntry(name, cls.__name__, "kept", "already a bigkern module"))
+            continue
+        target = _SWAPPABLE.get(cls)
+        if target is None:
+            if any(isinstance(module, tc) for tc in _SWAPPABLE):
+                entries.append(SwapEntry(name, cls.__name__, "kept", "a subclass of a swappable torch.nn class; its own code is kept"))
+            continue
+        bigkern_class, op = target
+        if (include is not None and not _matches(name, module, include)) or _matches(name, module, exclude):
+            entries.append(SwapEntry(name, cls.__name__, "excluded", "by include/exclude"))
+            continue
+        module.__class__ = bigkern_class
+        entries.append(SwapEntry(name, cls.__name__, "swapped", f"bigkern.ops.{op} -> {_serving_backend(op, device)}"))
+    return SwapReport(entries, device)
+
+
+def unswap(model: torch.nn.Module) -> int:
+    """Turn every bigkern drop-in module of ``model`` back into its torch.nn class; returns how many."""
+    back = {bk: tc for tc, (bk, _) in _SWAPPABLE.items()}
+    count = 0
+    for module in model.modules():
+        original = back.get(type(module))
+        if original is not None:
+            module.__class__ = original
+            count += 1
+    return count

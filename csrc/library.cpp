@@ -1,0 +1,9 @@
+// The single TORCH_LIBRARY block of the `bigkern` op namespace: every schema is defined here,
+// once, through the per-family functions in schema/.
+#include <torch/library.h>
+
+#include "schema/schemas.h"
+
+TORCH_LIBRARY(bigkern, m) {
+  bigkern::define_pool_ops(m);
+}
