@@ -21,7 +21,10 @@ LOW_PRECISION = [torch.float16, torch.bfloat16]
 
 
 def device_of(backend):
-    return "cuda" if backend == "cuda" else "cpu"
+    """CUDA kernels need CUDA tensors; Triton runs on the GPU when there is one, else interpreted on the CPU."""
+    if backend == "cuda" or (backend == "triton" and torch.cuda.is_available()):
+        return "cuda"
+    return "cpu"
 
 
 def make_input(shape, dtype, layout, device, requires_grad=False):
