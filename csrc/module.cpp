@@ -3,6 +3,8 @@
 // file compiles in a fraction of a second instead of pulling in pybind11 and torch/extension.h).
 #include <Python.h>
 
+#include <exception>
+
 #ifndef BIGKERN_CUDA_ARCHS
 #define BIGKERN_CUDA_ARCHS ""
 #endif
@@ -11,7 +13,14 @@ namespace bigkern::cpu {
 const char* pool_kernels_isa();
 }
 
-static PyObject* cpu_isa(PyObject*, PyObject*) { return PyUnicode_FromString(bigkern::cpu::pool_kernels_isa()); }
+static PyObject* cpu_isa(PyObject*, PyObject*) {
+  try {
+    return PyUnicode_FromString(bigkern::cpu::pool_kernels_isa());
+  } catch (const std::exception& e) {  // no C++ exception may cross into the interpreter
+    PyErr_SetString(PyExc_RuntimeError, e.what());
+    return nullptr;
+  }
+}
 
 static PyMethodDef bigkern_methods[] = {
     {"cpu_isa", cpu_isa, METH_NOARGS, "The instruction set the CPU kernels were selected for at run time."},

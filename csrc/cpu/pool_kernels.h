@@ -6,8 +6,8 @@
 //   * NCHW: for one output row, each window tap updates a whole row of accumulators
 //     (best[ow] / sum[ow]); the tap's valid ow range is computed up front, so the loop has no
 //     bounds branches and padding costs nothing.
-//   * NHWC (channels_last): for one output position, each tap updates C accumulators from a
-//     contiguous channel vector.
+//   * NHWC (channels_last, pool_kernels_nhwc.h): for one output position, blocks of channels
+//     are reduced over the window's taps in register-resident accumulators.
 // Max uses `take = v > best || v != v`, scanning taps row-major, which is torch's rule: NaN
 // propagates (the last NaN's index wins) and ties keep the first maximum.
 //
@@ -143,43 +143,6 @@ void max_pool2d_nchw(const scalar_t* in, scalar_t* out, int64_t* indices, const 
   });
 }
 
-template <typename scalar_t, bool kWriteIndices>
-void max_pool2d_nhwc(const scalar_t* in, scalar_t* out, int64_t* indices, const Pool2dGeometry& g) {
-  using acc = acc_t<scalar_t>;
-  const int64_t C = g.C, positions = g.N * g.OH * g.OW;
-  at::parallel_for(0, positions, grain_for(C * g.kh * g.kw), [&](int64_t begin, int64_t end) {
-    Accumulators<scalar_t> best(C);
-    std::vector<int64_t> best_index(kWriteIndices ? C : 0);
-    for (int64_t pos = begin; pos < end; ++pos) {
-      const int64_t ow = pos % g.OW, oh = (pos / g.OW) % g.OH, n = pos / (g.OW * g.OH);
-      const int64_t hstart = oh * g.sh - g.ph, wstart = ow * g.sw - g.pw;
-      scalar_t* __restrict__ dst = out + pos * C;
-      acc* __restrict__ b = best.at(dst);
-      for (int64_t c = 0; c < C; ++c) b[c] = -std::numeric_limits<acc>::infinity();
-      if constexpr (kWriteIndices) {
-        const int64_t first = first_valid(hstart, g.dh) * g.W + first_valid(wstart, g.dw);
-        std::fill(best_index.begin(), best_index.end(), first);
-      }
-      for (int64_t kh = 0; kh < g.kh; ++kh) {
-        const int64_t ih = hstart + kh * g.dh;
-        if (ih < 0 || ih >= g.H) continue;
-        for (int64_t kw = 0; kw < g.kw; ++kw) {
-          const int64_t iw = wstart + kw * g.dw;
-          if (iw < 0 || iw >= g.W) continue;
-          const scalar_t* __restrict__ v_in = in + ((n * g.H + ih) * g.W + iw) * C;
-          if constexpr (kWriteIndices) {
-            max_tap_indexed(v_in, 1, b, best_index.data(), C, ih * g.W + iw, 0);
-          } else {
-            max_tap(v_in, 1, b, C);
-          }
-        }
-      }
-      best.store(dst, C);
-      if constexpr (kWriteIndices) std::copy(best_index.begin(), best_index.end(), indices + pos * C);
-    }
-  });
-}
-
 // ---------------------------------------------------------------------------------------------
 // avg_pool2d forward
 // ---------------------------------------------------------------------------------------------
@@ -245,37 +208,6 @@ void avg_pool2d_nchw(const scalar_t* in, scalar_t* out, const Pool2dGeometry& g,
         scalar_t* __restrict__ dst = out + p * plane_out + oh * g.OW;
         for (int64_t ow = 0; ow < g.OW; ++ow) dst[ow] = static_cast<scalar_t>(e[ow] ? acc(0) : s[ow] / d[ow]);
       }
-    }
-  });
-}
-
-template <typename scalar_t>
-void avg_pool2d_nhwc(const scalar_t* in, scalar_t* out, const Pool2dGeometry& g, bool count_include_pad,
-                     std::optional<int64_t> divisor_override) {
-  using acc = acc_t<scalar_t>;
-  const int64_t C = g.C, positions = g.N * g.OH * g.OW;
-  at::parallel_for(0, positions, grain_for(C * g.kh * g.kw), [&](int64_t begin, int64_t end) {
-    Accumulators<scalar_t> sum(C);
-    for (int64_t pos = begin; pos < end; ++pos) {
-      const int64_t ow = pos % g.OW, oh = (pos / g.OW) % g.OH, n = pos / (g.OW * g.OH);
-      const AvgWindow wh = avg_window(oh, g.sh, g.ph, g.kh, g.H);
-      const AvgWindow ww = avg_window(ow, g.sw, g.pw, g.kw, g.W);
-      scalar_t* __restrict__ dst = out + pos * C;
-      if (wh.start >= wh.end || ww.start >= ww.end) {
-        std::fill(dst, dst + C, scalar_t(0));
-        continue;
-      }
-      acc* __restrict__ s = sum.at(dst);
-      std::fill(s, s + C, acc(0));
-      for (int64_t ih = wh.start; ih < wh.end; ++ih) {
-        for (int64_t iw = ww.start; iw < ww.end; ++iw) {
-          const scalar_t* __restrict__ v_in = in + ((n * g.H + ih) * g.W + iw) * C;
-          for (int64_t c = 0; c < C; ++c) s[c] += static_cast<acc>(v_in[c]);
-        }
-      }
-      const acc d = static_cast<acc>(avg_divisor(wh, ww, count_include_pad, divisor_override));
-      for (int64_t c = 0; c < C; ++c) s[c] /= d;
-      sum.store(dst, C);
     }
   });
 }
@@ -347,43 +279,7 @@ void adaptive_max_pool2d_nchw(const scalar_t* in, scalar_t* out, int64_t* indice
   });
 }
 
-template <typename scalar_t, bool kIsMax, bool kWriteIndices>
-void adaptive_pool2d_nhwc(const scalar_t* in, scalar_t* out, int64_t* indices, const Pool2dGeometry& g) {
-  using acc = acc_t<scalar_t>;
-  const int64_t C = g.C, positions = g.N * g.OH * g.OW;
-  const int64_t mean_window = std::max<int64_t>(1, (g.H / g.OH + 1) * (g.W / g.OW + 1));
-  at::parallel_for(0, positions, grain_for(C * mean_window), [&](int64_t begin, int64_t end) {
-    Accumulators<scalar_t> accum(C);
-    std::vector<int64_t> best_index(kWriteIndices ? C : 0);
-    for (int64_t pos = begin; pos < end; ++pos) {
-      const int64_t ow = pos % g.OW, oh = (pos / g.OW) % g.OH, n = pos / (g.OW * g.OH);
-      const int64_t h0 = adaptive_start(oh, g.H, g.OH), h1 = adaptive_end(oh, g.H, g.OH);
-      const int64_t w0 = adaptive_start(ow, g.W, g.OW), w1 = adaptive_end(ow, g.W, g.OW);
-      scalar_t* __restrict__ dst = out + pos * C;
-      acc* __restrict__ a = accum.at(dst);
-      std::fill(a, a + C, kIsMax ? -std::numeric_limits<acc>::infinity() : acc(0));
-      if constexpr (kWriteIndices) std::fill(best_index.begin(), best_index.end(), h0 * g.W + w0);
-      for (int64_t ih = h0; ih < h1; ++ih) {
-        for (int64_t iw = w0; iw < w1; ++iw) {
-          const scalar_t* __restrict__ v_in = in + ((n * g.H + ih) * g.W + iw) * C;
-          if constexpr (kIsMax && kWriteIndices) {
-            max_tap_indexed(v_in, 1, a, best_index.data(), C, ih * g.W + iw, 0);
-          } else if constexpr (kIsMax) {
-            max_tap(v_in, 1, a, C);
-          } else {
-            for (int64_t c = 0; c < C; ++c) a[c] += static_cast<acc>(v_in[c]);
-          }
-        }
-      }
-      if constexpr (!kIsMax) {
-        const acc area = static_cast<acc>((h1 - h0) * (w1 - w0));
-        for (int64_t c = 0; c < C; ++c) a[c] /= area;
-      }
-      accum.store(dst, C);
-      if constexpr (kWriteIndices) std::copy(best_index.begin(), best_index.end(), indices + pos * C);
-    }
-  });
-}
+#include "cpu/pool_kernels_nhwc.h"
 
 // ---------------------------------------------------------------------------------------------
 // backward: scatter into an accumulator owned by one task, then convert once.

@@ -1,4 +1,4 @@
-// Everything pool_kernels.h and pool_kernel_entries.h use, included BEFORE an ISA file switches
+// Everything pool_kernels.h, pool_kernels_nhwc.h and pool_kernel_entries.h use, included BEFORE an ISA file switches
 // the compiler's target, so library headers are compiled for the baseline instruction set.
 #pragma once
 
@@ -9,8 +9,10 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <optional>
+#include <type_traits>
 #include <vector>
 
 #include "common/pool_geometry.h"

@@ -1,0 +1,293 @@
+// Building blocks shared by the CUDA pooling kernels.
+//
+// Every kernel is a grid-stride loop over "work items" (one output element in the forwards, one
+// input element in the gather backwards; in NHWC one group of kLanes channels of it). The per-item
+// work lives in a functor whose call operator is host-callable too, so the index arithmetic can be
+// exercised on the CPU; the kernel itself only walks linear indices.
+//
+// Index type: every kernel is instantiated for int32_t and int64_t offsets. int32 is chosen when
+// fits_int32() proves that all offsets and window coordinates stay below 2^31, because 64-bit
+// division (used to split linear indices into coordinates) costs several times more than 32-bit.
+// The grid-stride counter itself is always int64 so that stepping past the end cannot overflow.
+#pragma once
+
+#include <ATen/NumericUtils.h>
+#include <ATen/OpMathType.h>
+#include <ATen/core/Tensor.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAStream.h>
+#include <c10/macros/Macros.h>
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <initializer_list>
+#include <limits>
+#include <type_traits>
+
+#include "common/pool_geometry.h"
+
+namespace bigkern::cuda_pool {
+
+// Half and bfloat16 accumulate in float, float in float, double in double.
+template <typename scalar_t>
+using acc_t = at::opmath_type<scalar_t>;
+
+// ---------------------------------------------------------------------------------------------
+// Launching
+
+// Pooling items do little arithmetic per byte moved; 256 threads per block keeps 8 blocks per SM
+// resident on sm_80/sm_90 (2048 threads) without asking for more than 64 registers per thread.
+constexpr int kThreadsPerBlock = 256;
+// gridDim.x may not exceed 2^31 - 1. 2^16 blocks of 256 threads is still ~60 full waves on a
+// 132-SM H100, so the cap only makes threads loop on tensors with more than 16M work items.
+constexpr int64_t kMaxBlocks = int64_t{1} << 16;
+
+template <typename WorkItem>
+__global__ void __launch_bounds__(kThreadsPerBlock) for_each_work_item(const WorkItem item, int64_t work_items) {
+  using index_t = typename WorkItem::index_type;
+  const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t linear = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; linear < work_items;
+       linear += step) {
+    item(static_cast<index_t>(linear));
+  }
+}
+
+// Callers return early on empty tensors, so work_items >= 1.
+template <typename WorkItem>
+void launch_work_items(const WorkItem& item, int64_t work_items) {
+  const int64_t blocks = std::min((work_items + kThreadsPerBlock - 1) / kThreadsPerBlock, kMaxBlocks);
+  for_each_work_item<WorkItem><<<static_cast<unsigned int>(blocks), kThreadsPerBlock, 0, c10::cuda::getCurrentCUDAStream()>>>(
+      item, work_items);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host-side choices
+
+inline void check_cuda(const at::Tensor& t, const char* op, const char* arg) {
+  TORCH_CHECK(t.is_cuda(), op, ": expected `", arg, "` to be a CUDA tensor, got a tensor on ", t.device());
+}
+
+// True when int32 offsets are exact: every tensor the kernel indexes has fewer than 2^31 elements,
+// and every coordinate the kernels form stays below 2^31. Per spatial dim those are window starts
+// o*s - p, taps up to o*s - p + (k-1)*d, padded ends I + p, gather bounds (i + p - (k-1)*d - 1)/s,
+// adaptive bounds o*I and (o+1)*I + O - 1 (and the same with I and O swapped); all are below
+// (O+1)*(I+s) + k*d + 2p. Avg pool sizes are at most kh*kw. The products are formed in double so
+// absurd arguments cannot overflow the check itself (doubles are exact up to 2^53, far above 2^31).
+inline bool fits_int32(const Pool2dGeometry& g, std::initializer_list<int64_t> numels) {
+  constexpr double kLimit = std::numeric_limits<int32_t>::max();
+  for (const int64_t numel : numels) {
+    if (static_cast<double>(numel) > kLimit) return false;
+  }
+  const auto dim_fits = [kLimit](int64_t in, int64_t out, int64_t k, int64_t s, int64_t p, int64_t d) {
+    const double bound = (static_cast<double>(out) + 1) * (static_cast<double>(in) + static_cast<double>(s)) +
+                         static_cast<double>(k) * static_cast<double>(d) + 2 * static_cast<double>(p);
+    return bound <= kLimit;
+  };
+  return dim_fits(g.H, g.OH, g.kh, g.sh, g.ph, g.dh) && dim_fits(g.W, g.OW, g.kw, g.sw, g.pw, g.dw) &&
+         static_cast<double>(g.kh) * static_cast<double>(g.kw) <= kLimit;
+}
+
+// ---------------------------------------------------------------------------------------------
+// NHWC channel vectors
+
+constexpr int kVectorBytes = 16;
+
+template <typename T>
+struct alignas(kVectorBytes) VectorChunk {
+  T lane[kVectorBytes / sizeof(T)];
+};
+
+// Channels per thread in the vectorized NHWC kernels: one 16-byte load of scalar_t.
+template <typename scalar_t>
+constexpr int kVectorLanes = kVectorBytes / static_cast<int>(sizeof(scalar_t));
+
+// A vector of kLanes channels starting at channel c of pixel q sits at element q*C + c. With C and
+// c multiples of kLanes that is a multiple of 16 bytes into a scalar_t tensor, and a multiple of
+// 8*kLanes >= 16 bytes into an int64 index tensor of the same shape, so 16-byte aligned base
+// pointers suffice. A null pointer (an index tensor that is never touched) passes.
+template <typename scalar_t>
+bool nhwc_vectorizable(const Pool2dGeometry& g, std::initializer_list<const void*> pointers) {
+  if (!g.channels_last || g.C % kVectorLanes<scalar_t> != 0) return false;
+  for (const void* pointer : pointers) {
+    if (reinterpret_cast<std::uintptr_t>(pointer) % kVectorBytes != 0) return false;
+  }
+  return true;
+}
+
+// kCount consecutive values: 16-byte accesses when they fill whole chunks (the vectorized NHWC
+// kernels; the pointer is then 16-byte aligned, see nhwc_vectorizable), else one plain access.
+template <typename T, int kCount>
+C10_HOST_DEVICE inline void load_lanes(const T* src, T (&dst)[kCount]) {
+  static_assert(kCount == 1 || (kCount * sizeof(T)) % kVectorBytes == 0, "lanes must fill whole 16-byte chunks");
+  if constexpr (kCount == 1) {
+    dst[0] = *src;
+  } else {
+    constexpr int kPerChunk = kVectorBytes / sizeof(T);
+#pragma unroll
+    for (int chunk = 0; chunk < kCount / kPerChunk; ++chunk) {
+      const VectorChunk<T> v = reinterpret_cast<const VectorChunk<T>*>(src)[chunk];
+#pragma unroll
+      for (int i = 0; i < kPerChunk; ++i) dst[chunk * kPerChunk + i] = v.lane[i];
+    }
+  }
+}
+
+template <typename T, int kCount>
+C10_HOST_DEVICE inline void store_lanes(T* dst, const T (&src)[kCount]) {
+  static_assert(kCount == 1 || (kCount * sizeof(T)) % kVectorBytes == 0, "lanes must fill whole 16-byte chunks");
+  if constexpr (kCount == 1) {
+    *dst = src[0];
+  } else {
+    constexpr int kPerChunk = kVectorBytes / sizeof(T);
+#pragma unroll
+    for (int chunk = 0; chunk < kCount / kPerChunk; ++chunk) {
+      VectorChunk<T> v;
+#pragma unroll
+      for (int i = 0; i < kPerChunk; ++i) v.lane[i] = src[chunk * kPerChunk + i];
+      reinterpret_cast<VectorChunk<T>*>(dst)[chunk] = v;
+    }
+  }
+}
+
+// Rounds accumulators to scalar_t and stores them.
+template <typename scalar_t, int kCount>
+C10_HOST_DEVICE inline void store_rounded(scalar_t* dst, const acc_t<scalar_t> (&values)[kCount]) {
+  scalar_t rounded[kCount];
+#pragma unroll
+  for (int lane = 0; lane < kCount; ++lane) rounded[lane] = static_cast<scalar_t>(values[lane]);
+  store_lanes(dst, rounded);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Layout arithmetic
+
+// Pool2dGeometry in the kernels' index type; built after fits_int32 decided, so the casts are exact.
+template <typename index_t>
+struct PoolParams {
+  index_t C, H, W, OH, OW;
+  index_t kh, kw, sh, sw, ph, pw, dh, dw;
+};
+
+template <typename index_t>
+PoolParams<index_t> pool_params(const Pool2dGeometry& g) {
+  const auto as_index = [](int64_t v) { return static_cast<index_t>(v); };
+  return {as_index(g.C),  as_index(g.H),  as_index(g.W),  as_index(g.OH), as_index(g.OW),
+          as_index(g.kh), as_index(g.kw), as_index(g.sh), as_index(g.sw), as_index(g.ph),
+          as_index(g.pw), as_index(g.dh), as_index(g.dw)};
+}
+
+// Which (image, channel) a work item belongs to and where it sits spatially. In NCHW `image` is
+// the (n, c) plane and `channel` is 0; in NHWC `image` is n and `channel` the item's first channel.
+template <typename index_t>
+struct Position {
+  index_t image, channel, y, x;
+};
+
+// Splits a linear work index over a (rows x cols) grid. NCHW items advance along x first, so
+// neighbouring threads touch neighbouring W elements; NHWC items advance along the channel groups
+// first, so neighbouring threads touch neighbouring 16-byte vectors of one pixel.
+template <bool kChannelsLast, int kLanes, typename index_t>
+C10_HOST_DEVICE inline Position<index_t> position_of(index_t linear, index_t channels, index_t rows, index_t cols) {
+  index_t channel = 0;
+  if constexpr (kChannelsLast) {
+    const index_t groups = channels / kLanes;
+    channel = (linear % groups) * kLanes;
+    linear /= groups;
+  }
+  const index_t x = linear % cols;
+  linear /= cols;
+  const index_t y = linear % rows;
+  return {linear / rows, channel, y, x};
+}
+
+// Element (y, x) of one (image, channel) of a (rows x cols) tensor lives at
+// base + (y * cols + x) * pixel_stride in either layout.
+template <typename index_t>
+struct PlaneView {
+  index_t base, cols, pixel_stride;
+
+  C10_HOST_DEVICE index_t offset(index_t y, index_t x) const { return base + (y * cols + x) * pixel_stride; }
+};
+
+template <bool kChannelsLast, typename index_t>
+C10_HOST_DEVICE inline PlaneView<index_t> plane_view(const Position<index_t>& pos, index_t channels, index_t rows,
+                                                     index_t cols) {
+  if constexpr (kChannelsLast) {
+    return {pos.image * rows * cols * channels + pos.channel, cols, channels};
+  } else {
+    return {pos.image * rows * cols, cols, index_t{1}};
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Window arithmetic shared by forward and backward
+
+// torch's max rule: NaN always replaces (so the last NaN's index is kept), ties keep the first max.
+template <typename acc>
+C10_HOST_DEVICE inline bool replaces_max(acc candidate, acc best) {
+  return candidate > best || at::_isnan(candidate);
+}
+
+// Outputs o whose window span [o*stride - pad, o*stride - pad + extent) contains input position i,
+// with extent = (k-1)*d + 1: o in [first_window_covering, windows_end_covering).
+template <typename index_t>
+C10_HOST_DEVICE inline index_t first_window_covering(index_t i, index_t pad, index_t extent, index_t stride) {
+  return i + pad < extent ? index_t{0} : (i + pad - extent) / stride + 1;
+}
+
+template <typename index_t>
+C10_HOST_DEVICE inline index_t windows_end_covering(index_t i, index_t pad, index_t stride, index_t outputs) {
+  return std::min((i + pad) / stride + 1, outputs);
+}
+
+// Adaptive output o of `outs` over `ins` inputs covers [floor(o*ins/outs), ceil((o+1)*ins/outs)).
+// With the roles swapped the same formulas give the outputs that cover input i.
+template <typename index_t>
+C10_HOST_DEVICE inline index_t adaptive_begin(index_t o, index_t ins, index_t outs) {
+  return o * ins / outs;
+}
+
+template <typename index_t>
+C10_HOST_DEVICE inline index_t adaptive_end(index_t o, index_t ins, index_t outs) {
+  return ((o + 1) * ins + outs - 1) / outs;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Turning runtime choices into template arguments (generic lambdas receive them as types).
+
+template <typename Body>
+void with_index_type(bool use_int32, Body&& body) {
+  if (use_int32) {
+    body(int32_t{});
+  } else {
+    body(int64_t{});
+  }
+}
+
+template <typename Body>
+void with_bool(bool value, Body&& body) {
+  if (value) {
+    body(std::true_type{});
+  } else {
+    body(std::false_type{});
+  }
+}
+
+// NCHW (one element per item), NHWC with a 16-byte channel vector per item, or NHWC with one
+// channel per item when C or the pointers do not allow vectors. Calls body(channels_last, lanes).
+template <typename scalar_t, typename Body>
+void with_layout(bool channels_last, bool vectorized, Body&& body) {
+  using OneLane = std::integral_constant<int, 1>;
+  using VectorLanes = std::integral_constant<int, kVectorLanes<scalar_t>>;
+  if (!channels_last) {
+    body(std::false_type{}, OneLane{});
+  } else if (vectorized) {
+    body(std::true_type{}, VectorLanes{});
+  } else {
+    body(std::true_type{}, OneLane{});
+  }
+}
+
+}  // namespace bigkern::cuda_pool
