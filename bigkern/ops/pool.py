@@ -187,12 +187,8 @@ def _window_args(op, x, kernel_size, stride, padding, dilation, ceil_mode):
     check_positive(op, "stride", stride)
     check_positive(op, "dilation", dilation)
     check_non_negative(op, "padding", padding)
-    effective = [(k - 1) * d + 1 for k, d in zip(kernel, dilation)]
-    if any(p > e // 2 for p, e in zip(padding, effective)):
-        raise ValueError(
-            f"bigkern.ops.{op}: padding {tuple(padding)} must be at most half of the effective kernel size "
-            f"{tuple(effective)}"
-        )
+    if any(p > k // 2 for p, k in zip(padding, kernel)):  # torch's limit: half the undilated kernel
+        raise ValueError(f"bigkern.ops.{op}: padding {tuple(padding)} must be at most half of kernel_size {tuple(kernel)}")
     h, w = x.shape[-2:]
     out = [pooled_size(s, k, p, st, d, ceil_mode) for s, k, p, st, d in zip((h, w), kernel, padding, stride, dilation)]
     if min(out) < 1:

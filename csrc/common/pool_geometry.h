@@ -54,8 +54,7 @@ inline void check_pair(c10::IntArrayRef v, const char* op, const char* name) {
   TORCH_CHECK(v.size() == 2, op, ": ", name, " must have 2 values, got ", v.size());
 }
 
-// Windowed pools (max/avg). `pad_limit_uses_dilation`: max pool limits padding to half the
-// dilated window, avg pool (no dilation) to half the window, as torch does.
+// Windowed pools (max/avg; avg passes dilation 1).
 inline Pool2dGeometry window_geometry(const at::Tensor& x, c10::IntArrayRef kernel, c10::IntArrayRef stride,
                                       c10::IntArrayRef padding, c10::IntArrayRef dilation, bool ceil_mode,
                                       const char* op) {
@@ -74,9 +73,9 @@ inline Pool2dGeometry window_geometry(const at::Tensor& x, c10::IntArrayRef kern
   TORCH_CHECK(g.sh > 0 && g.sw > 0, op, ": stride must be positive, got ", stride);
   TORCH_CHECK(g.dh > 0 && g.dw > 0, op, ": dilation must be positive, got ", dilation);
   TORCH_CHECK(g.ph >= 0 && g.pw >= 0, op, ": padding must be non-negative, got ", padding);
-  const int64_t eff_h = (g.kh - 1) * g.dh + 1, eff_w = (g.kw - 1) * g.dw + 1;
-  TORCH_CHECK(g.ph <= eff_h / 2 && g.pw <= eff_w / 2, op, ": padding ", padding,
-              " must be at most half of the effective kernel size (", eff_h, ", ", eff_w, ")");
+  // torch's rule: padding at most half the (undilated) kernel, so every window holds an input element.
+  TORCH_CHECK(g.ph <= g.kh / 2 && g.pw <= g.kw / 2, op, ": padding ", padding,
+              " must be at most half of kernel_size ", kernel);
   g.OH = pooled_size(g.H, g.kh, g.ph, g.sh, g.dh, ceil_mode);
   g.OW = pooled_size(g.W, g.kw, g.pw, g.sw, g.dw, ceil_mode);
   TORCH_CHECK(g.OH >= 1 && g.OW >= 1, op, ": input of spatial size (", g.H, ", ", g.W,

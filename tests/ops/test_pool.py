@@ -240,6 +240,7 @@ BAD_INPUTS = [
     (lambda: bigkern.ops.avg_pool2d(torch.randn(1, 2, 4, 4), 2, stride=0), ValueError, "stride must be positive"),
     (lambda: bigkern.ops.max_pool2d(torch.randn(1, 2, 8, 8), 2, stride=-1), ValueError, "stride must be positive"),
     (lambda: bigkern.ops.max_pool2d(torch.randn(1, 2, 8, 8), 3, padding=2), ValueError, "at most half"),
+    (lambda: bigkern.ops.max_pool2d(torch.randn(1, 2, 9, 9), 3, padding=2, dilation=2), ValueError, "at most half"),
     (lambda: bigkern.ops.avg_pool2d(torch.randn(1, 2, 8, 8), 2, padding=-1), ValueError, "padding must be non-negative"),
     (lambda: bigkern.ops.max_pool2d(torch.randn(1, 2, 8, 8), 0), ValueError, "kernel_size must be positive"),
     (lambda: bigkern.ops.max_pool2d(torch.randn(1, 2, 8, 8), (2, 2, 2)), TypeError, "kernel_size must be an int"),
