@@ -162,7 +162,11 @@ def _max_pool2d_fwd_kernel(
     x_plane = x_ptr + n * x_stride_n + c.to(tl.int64) * x_stride_c
 
     best = tl.full(tile_mask.shape, float("-inf"), ACC_DTYPE)
-    best_index = tl.full(tile_mask.shape, -1, tl.int64)
+    # ATen's starting index: the first tap at or after 0 along each axis. It is in bounds unless
+    # a dilated window lies wholly in the padding; then the output is -inf at that position.
+    ih0 = tl.where(h_start >= 0, h_start, h_start + ((dil_h - 1 - h_start) // dil_h) * dil_h)
+    iw0 = tl.where(w_start >= 0, w_start, w_start + ((dil_w - 1 - w_start) // dil_w) * dil_w)
+    best_index = ih0.to(tl.int64) * W + iw0
     for kh in tl.static_range(KH):
         ih = h_start + kh * dil_h
         row_ok = tile_mask & (ih >= 0) & (ih < H)
@@ -175,9 +179,6 @@ def _max_pool2d_fwd_kernel(
             # and ties keep the first maximum. Skipped taps load -inf, which never wins.
             take = (v > best) | (v != v)
             if COMPUTE_INDICES:
-                # The first in-bounds tap is taken unconditionally so that a window of -inf still
-                # reports a position, the first in-bounds one, as ATen does.
-                take = ok & (take | (best_index < 0))
                 best_index = tl.where(take, ih.to(tl.int64) * W + iw, best_index)
             best = tl.where(take, v, best)
 

@@ -73,7 +73,7 @@ inline Pool2dGeometry window_geometry(const at::Tensor& x, c10::IntArrayRef kern
   TORCH_CHECK(g.sh > 0 && g.sw > 0, op, ": stride must be positive, got ", stride);
   TORCH_CHECK(g.dh > 0 && g.dw > 0, op, ": dilation must be positive, got ", dilation);
   TORCH_CHECK(g.ph >= 0 && g.pw >= 0, op, ": padding must be non-negative, got ", padding);
-  // torch's rule: padding at most half the (undilated) kernel, so every window holds an input element.
+  // torch's rule: padding at most half the (undilated) kernel.
   TORCH_CHECK(g.ph <= g.kh / 2 && g.pw <= g.kw / 2, op, ": padding ", padding,
               " must be at most half of kernel_size ", kernel);
   g.OH = pooled_size(g.H, g.kh, g.ph, g.sh, g.dh, ceil_mode);

@@ -324,23 +324,27 @@ void scatter_backward(scalar_t* grad_in, const Pool2dGeometry& g, int64_t work_p
 }
 
 // Max pools (window and adaptive): route each output gradient to the input its index names.
+// An index outside the plane (a dilated window lying wholly in the padding, whose output is
+// -inf and depends on no input) routes nowhere.
 template <typename scalar_t>
 void max_pool2d_backward_kernel(const scalar_t* grad_out, const int64_t* indices, scalar_t* grad_in,
                                 const Pool2dGeometry& g) {
   using acc = acc_t<scalar_t>;
-  const int64_t plane_out = g.OH * g.OW;
+  const int64_t plane_out = g.OH * g.OW, plane_in = g.H * g.W;
   scatter_backward<scalar_t>(grad_in, g, plane_out, [&](acc* accum, int64_t item, int64_t c0, int64_t c1) {
     if (!g.channels_last) {
       const scalar_t* go = grad_out + item * plane_out;
       const int64_t* idx = indices + item * plane_out;
-      for (int64_t o = 0; o < plane_out; ++o) accum[idx[o]] += static_cast<acc>(go[o]);
+      for (int64_t o = 0; o < plane_out; ++o)
+        if (idx[o] >= 0 && idx[o] < plane_in) accum[idx[o]] += static_cast<acc>(go[o]);
       return;
     }
     const int64_t cb = c1 - c0;
     for (int64_t o = 0; o < plane_out; ++o) {
       const scalar_t* go = grad_out + (item * plane_out + o) * g.C + c0;
       const int64_t* idx = indices + (item * plane_out + o) * g.C + c0;
-      for (int64_t c = 0; c < cb; ++c) accum[idx[c] * cb + c] += static_cast<acc>(go[c]);
+      for (int64_t c = 0; c < cb; ++c)
+        if (idx[c] >= 0 && idx[c] < plane_in) accum[idx[c] * cb + c] += static_cast<acc>(go[c]);
     }
   });
 }

@@ -55,13 +55,13 @@ __attribute__((always_inline)) inline f32v splat_f32v(float x) { return f32v{} +
 __attribute__((always_inline)) inline i32v splat_i32v(int32_t x) { return i32v{} + x; }
 
 template <bool kWriteIndices>
-inline void max_over_taps_f32(const float* __restrict__ image, const Taps& taps, int64_t c0, float* __restrict__ dst,
-                              int64_t* __restrict__ dst_index) {
+inline void max_over_taps_f32(const float* __restrict__ image, const Taps& taps, int64_t first_position, int64_t c0,
+                              float* __restrict__ dst, int64_t* __restrict__ dst_index) {
   f32v best[kVectorsPerBlock];
   i32v best_tap[kVectorsPerBlock];
   for (int64_t k = 0; k < kVectorsPerBlock; ++k) {
     best[k] = splat_f32v(-std::numeric_limits<float>::infinity());
-    best_tap[k] = splat_i32v(0);
+    best_tap[k] = splat_i32v(-1);  // no tap taken yet: the index stays first_position
   }
   const int64_t n_taps = taps.count();
   const int64_t* offsets = taps.offsets();
@@ -79,7 +79,10 @@ inline void max_over_taps_f32(const float* __restrict__ image, const Taps& taps,
   if constexpr (kWriteIndices) {
     const int64_t* positions = taps.positions();
     for (int64_t k = 0; k < kVectorsPerBlock; ++k)
-      for (int64_t lane = 0; lane < kLanes; ++lane) dst_index[c0 + kLanes * k + lane] = positions[best_tap[k][lane]];
+      for (int64_t lane = 0; lane < kLanes; ++lane) {
+        const int32_t tap = best_tap[k][lane];
+        dst_index[c0 + kLanes * k + lane] = tap < 0 ? first_position : positions[tap];
+      }
   }
 }
 
@@ -97,13 +100,14 @@ inline void mean_over_taps_f32(const float* __restrict__ image, const Taps& taps
   for (int64_t k = 0; k < kVectorsPerBlock; ++k) store_f32v(dst + c0 + kLanes * k, sum[k] / d);
 }
 
-// Max over the taps for channels [c0, c0 + count) of one output position. A window with no
-// valid taps cannot occur (the geometry checks guarantee one), so taps.positions()[0] exists.
+// Max over the taps for channels [c0, c0 + count) of one output position. The index starts at
+// first_position, torch's first in-bounds tap position: with dilation a window can lie wholly
+// in the padding (no taps at all), and then torch reports -inf at that (out-of-plane) position.
 template <typename scalar_t, bool kWriteIndices, typename Count>
-inline void max_over_taps(const scalar_t* __restrict__ image, const Taps& taps, int64_t c0, Count count,
-                          scalar_t* __restrict__ dst, int64_t* __restrict__ dst_index) {
+inline void max_over_taps(const scalar_t* __restrict__ image, const Taps& taps, int64_t first_position, int64_t c0,
+                          Count count, scalar_t* __restrict__ dst, int64_t* __restrict__ dst_index) {
   if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<Count, FullBlock>) {
-    max_over_taps_f32<kWriteIndices>(image, taps, c0, dst, dst_index);
+    max_over_taps_f32<kWriteIndices>(image, taps, first_position, c0, dst, dst_index);
     return;
   }
   using acc = acc_t<scalar_t>;
@@ -114,7 +118,7 @@ inline void max_over_taps(const scalar_t* __restrict__ image, const Taps& taps, 
   const int64_t* positions = taps.positions();
   for (int64_t i = 0; i < count; ++i) best[i] = -std::numeric_limits<acc>::infinity();
   if constexpr (kWriteIndices)
-    for (int64_t i = 0; i < count; ++i) best_position[i] = positions[0];
+    for (int64_t i = 0; i < count; ++i) best_position[i] = first_position;
   for (int64_t t = 0; t < n_taps; ++t) {
     const scalar_t* __restrict__ src = image + offsets[t] + c0;
     if constexpr (kWriteIndices) {
@@ -174,8 +178,11 @@ void max_pool2d_nhwc(const scalar_t* in, scalar_t* out, int64_t* indices, const 
         }
       }
       int64_t* dst_index = kWriteIndices ? indices + pos * C : nullptr;
+      const int64_t first_position =
+          first_valid(oh * g.sh - g.ph, g.dh) * g.W + first_valid(ow * g.sw - g.pw, g.dw);
       for_each_channel_block(C, [&](int64_t c0, auto count) {
-        max_over_taps<scalar_t, kWriteIndices>(in + n * image_size, taps, c0, count, out + pos * C, dst_index);
+        max_over_taps<scalar_t, kWriteIndices>(in + n * image_size, taps, first_position, c0, count, out + pos * C,
+                                               dst_index);
       });
     }
   });
@@ -225,7 +232,7 @@ void adaptive_pool2d_nhwc(const scalar_t* in, scalar_t* out, int64_t* indices, c
       scalar_t* dst = out + pos * C;
       for_each_channel_block(C, [&](int64_t c0, auto count) {
         if constexpr (kIsMax) {
-          max_over_taps<scalar_t, kWriteIndices>(in + n * image_size, taps, c0, count, dst,
+          max_over_taps<scalar_t, kWriteIndices>(in + n * image_size, taps, h0 * g.W + w0, c0, count, dst,
                                                  kWriteIndices ? indices + pos * C : nullptr);
         } else {
           mean_over_taps<scalar_t>(in + n * image_size, taps, c0, count, static_cast<acc>((h1 - h0) * (w1 - w0)), dst);

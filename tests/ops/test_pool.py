@@ -189,6 +189,22 @@ def test_max_pools_propagate_nan_and_match_indices(backend, layout):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_max_pool_window_wholly_in_padding(backend, layout):
+    """With dilation a window can miss the input (H=1, taps at -1 and 1): torch reports -inf at
+    the position its first-tap rule gives, outside the plane. Such an output depends on no input,
+    so its gradient goes nowhere. (torch's own CPU backward writes it out of bounds and corrupts
+    the heap, so the gradient is checked against zeros, not against torch.)"""
+    x = make_input((2, 40, 1, 5), torch.float32, layout, device_of(backend)).requires_grad_()
+    with bigkern.use_backend(backend):
+        out, idx = bigkern.ops.max_pool2d(x, 2, 1, 1, 2, return_indices=True)
+    ref_out, ref_idx = F.max_pool2d(x.detach(), 2, 1, 1, 2, return_indices=True)
+    assert torch.equal(out, ref_out) and torch.equal(idx, ref_idx)
+    out.backward(torch.randn_like(out))
+    assert torch.equal(x.grad, torch.zeros_like(x))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_inference_writes_no_indices(backend):
     """Without return_indices and without autograd, the op computes no index tensor."""
     x = make_input((2, 3, 9, 9), torch.float32, "nchw", device_of(backend))

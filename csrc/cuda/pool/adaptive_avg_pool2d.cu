@@ -33,13 +33,13 @@ struct AdaptiveAvgPool2dForward {
       for (index_t iw = w_begin; iw < w_end; ++iw) {
         scalar_t tap[kLanes];
         load_lanes(input + in.offset(ih, iw), tap);
-#pragma unroll
+        BIGKERN_UNROLL
         for (int lane = 0; lane < kLanes; ++lane) sum[lane] += static_cast<acc>(tap[lane]);
       }
     }
     // Adaptive windows are never empty: ceil((o+1)*I/O) > floor(o*I/O).
     const acc area = static_cast<acc>((h_end - h_begin) * (w_end - w_begin));
-#pragma unroll
+    BIGKERN_UNROLL
     for (int lane = 0; lane < kLanes; ++lane) sum[lane] /= area;
     store_rounded(output + plane_view<kChannelsLast>(pos, p.C, p.OH, p.OW).offset(pos.y, pos.x), sum);
   }
@@ -70,7 +70,7 @@ struct AdaptiveAvgPool2dBackward {
         const acc area = static_cast<acc>(window_height * window_width);
         scalar_t grad[kLanes];
         load_lanes(grad_output + out.offset(oh, ow), grad);
-#pragma unroll
+        BIGKERN_UNROLL
         for (int lane = 0; lane < kLanes; ++lane) sum[lane] += static_cast<acc>(grad[lane]) / area;
       }
     }

@@ -37,7 +37,7 @@ struct AdaptiveMaxPool2dForward {
     const int64_t first_index = h_begin * p.W + w_begin;
     acc best[kLanes];
     int64_t best_index[kLanes];
-#pragma unroll
+    BIGKERN_UNROLL
     for (int lane = 0; lane < kLanes; ++lane) {
       best[lane] = -std::numeric_limits<acc>::infinity();
       best_index[lane] = first_index;
@@ -48,7 +48,7 @@ struct AdaptiveMaxPool2dForward {
         scalar_t tap[kLanes];
         load_lanes(input + in.offset(ih, iw), tap);
         const index_t tap_index = ih * p.W + iw;
-#pragma unroll
+        BIGKERN_UNROLL
         for (int lane = 0; lane < kLanes; ++lane) {
           const acc value = static_cast<acc>(tap[lane]);
           if (replaces_max(value, best[lane])) {
@@ -90,13 +90,13 @@ struct AdaptiveMaxPool2dBackward {
         int64_t argmax[kLanes];
         load_lanes(indices + offset, argmax);
         bool any_match = false;
-#pragma unroll
+        BIGKERN_UNROLL
         for (int lane = 0; lane < kLanes; ++lane) any_match |= argmax[lane] == own_index;
         // Most windows picked another element: skip their gradient load.
         if (!any_match) continue;
         scalar_t grad[kLanes];
         load_lanes(grad_output + offset, grad);
-#pragma unroll
+        BIGKERN_UNROLL
         for (int lane = 0; lane < kLanes; ++lane) {
           if (argmax[lane] == own_index) sum[lane] += static_cast<acc>(grad[lane]);
         }

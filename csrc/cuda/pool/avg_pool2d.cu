@@ -65,14 +65,15 @@ struct AvgPool2dForward {
       for (index_t iw = window.w_begin; iw < window.w_end; ++iw) {
         scalar_t tap[kLanes];
         load_lanes(input + in.offset(ih, iw), tap);
-#pragma unroll
+        BIGKERN_UNROLL
         for (int lane = 0; lane < kLanes; ++lane) sum[lane] += static_cast<acc>(tap[lane]);
       }
     }
-    // A window entirely in the padding averages nothing: torch writes 0 rather than 0/divisor.
+    // A window entirely in the padding has a clipped area of 0 (0/0 without count_include_pad);
+    // torch writes 0 for it.
     if (window.h_begin < window.h_end && window.w_begin < window.w_end) {
       const acc window_divisor = avg_divisor<acc>(window, divisor);
-#pragma unroll
+      BIGKERN_UNROLL
       for (int lane = 0; lane < kLanes; ++lane) sum[lane] /= window_divisor;
     }
     store_rounded(output + plane_view<kChannelsLast>(pos, p.C, p.OH, p.OW).offset(pos.y, pos.x), sum);
@@ -106,7 +107,7 @@ struct AvgPool2dBackward {
         const acc window_divisor = avg_divisor<acc>(avg_window(oh, ow, p), divisor);
         scalar_t grad[kLanes];
         load_lanes(grad_output + out.offset(oh, ow), grad);
-#pragma unroll
+        BIGKERN_UNROLL
         for (int lane = 0; lane < kLanes; ++lane) sum[lane] += static_cast<acc>(grad[lane]) / window_divisor;
       }
     }

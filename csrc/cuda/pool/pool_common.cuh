@@ -27,6 +27,14 @@
 
 #include "common/pool_geometry.h"
 
+// Full unrolling keeps the per-lane arrays in registers. Only the device pass knows the pragma;
+// the host compiler would warn about it under -Wall.
+#if defined(__CUDA_ARCH__)
+#define BIGKERN_UNROLL _Pragma("unroll")
+#else
+#define BIGKERN_UNROLL
+#endif
+
 namespace bigkern::cuda_pool {
 
 // Half and bfloat16 accumulate in float, float in float, double in double.
@@ -36,8 +44,10 @@ using acc_t = at::opmath_type<scalar_t>;
 // ---------------------------------------------------------------------------------------------
 // Launching
 
-// Pooling items do little arithmetic per byte moved; 256 threads per block keeps 8 blocks per SM
-// resident on sm_80/sm_90 (2048 threads) without asking for more than 64 registers per thread.
+// Pooling moves many bytes per flop, so what matters is enough resident warps to hide memory
+// latency. At 256 threads per block the int32-offset variants (20-64 registers) keep 4-8 blocks,
+// 1024-2048 threads, resident per SM on sm_80/sm_90; the int64 ones (only where fits_int32
+// fails) need up to ~90 registers and keep 2-3.
 constexpr int kThreadsPerBlock = 256;
 // gridDim.x may not exceed 2^31 - 1. 2^16 blocks of 256 threads is still ~60 full waves on a
 // 132-SM H100, so the cap only makes threads loop on tensors with more than 16M work items.
@@ -57,13 +67,13 @@ __global__ void __launch_bounds__(kThreadsPerBlock) for_each_work_item(const Wor
 template <typename WorkItem>
 void launch_work_items(const WorkItem& item, int64_t work_items) {
   const int64_t blocks = std::min((work_items + kThreadsPerBlock - 1) / kThreadsPerBlock, kMaxBlocks);
-  for_each_work_item<WorkItem><<<static_cast<unsigned int>(blocks), kThreadsPerBlock, 0, c10::cuda::getCurrentCUDAStream()>>>(
-      item, work_items);
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  for_each_work_item<WorkItem><<<static_cast<unsigned int>(blocks), kThreadsPerBlock, 0, stream>>>(item, work_items);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 // ---------------------------------------------------------------------------------------------
-// Host-side choices
+// Host side
 
 inline void check_cuda(const at::Tensor& t, const char* op, const char* arg) {
   TORCH_CHECK(t.is_cuda(), op, ": expected `", arg, "` to be a CUDA tensor, got a tensor on ", t.device());
@@ -125,10 +135,10 @@ C10_HOST_DEVICE inline void load_lanes(const T* src, T (&dst)[kCount]) {
     dst[0] = *src;
   } else {
     constexpr int kPerChunk = kVectorBytes / sizeof(T);
-#pragma unroll
+    BIGKERN_UNROLL
     for (int chunk = 0; chunk < kCount / kPerChunk; ++chunk) {
       const VectorChunk<T> v = reinterpret_cast<const VectorChunk<T>*>(src)[chunk];
-#pragma unroll
+      BIGKERN_UNROLL
       for (int i = 0; i < kPerChunk; ++i) dst[chunk * kPerChunk + i] = v.lane[i];
     }
   }
@@ -141,10 +151,10 @@ C10_HOST_DEVICE inline void store_lanes(T* dst, const T (&src)[kCount]) {
     *dst = src[0];
   } else {
     constexpr int kPerChunk = kVectorBytes / sizeof(T);
-#pragma unroll
+    BIGKERN_UNROLL
     for (int chunk = 0; chunk < kCount / kPerChunk; ++chunk) {
       VectorChunk<T> v;
-#pragma unroll
+      BIGKERN_UNROLL
       for (int i = 0; i < kPerChunk; ++i) v.lane[i] = src[chunk * kPerChunk + i];
       reinterpret_cast<VectorChunk<T>*>(dst)[chunk] = v;
     }
@@ -155,7 +165,7 @@ C10_HOST_DEVICE inline void store_lanes(T* dst, const T (&src)[kCount]) {
 template <typename scalar_t, int kCount>
 C10_HOST_DEVICE inline void store_rounded(scalar_t* dst, const acc_t<scalar_t> (&values)[kCount]) {
   scalar_t rounded[kCount];
-#pragma unroll
+  BIGKERN_UNROLL
   for (int lane = 0; lane < kCount; ++lane) rounded[lane] = static_cast<scalar_t>(values[lane]);
   store_lanes(dst, rounded);
 }
