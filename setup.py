@@ -99,7 +99,11 @@ def extensions():
     sources += rel(glob.glob(str(ROOT / "csrc" / "schema" / "*.cpp")))
     sources += rel(glob.glob(str(ROOT / "csrc" / "cpu" / "*.cpp")))
     include_dirs = [str(ROOT / "csrc")]
-    cxx_flags = ["-O3", "-fno-math-errno", "-Wno-unused-function"]
+    # -fopenmp: at::parallel_for is inlined into our code as an OpenMP region (torch's CPU
+    # builds use the OpenMP backend); without the flag the pragma is ignored and kernels run on
+    # one thread. torch itself links the same OpenMP runtime.
+    cxx_flags = ["-O3", "-fno-math-errno", "-Wno-unused-function", "-fopenmp"]
+    link_flags = ["-fopenmp"]
 
     if not with_cuda:
         ext = CppExtension(
@@ -108,6 +112,7 @@ def extensions():
             include_dirs=include_dirs,
             define_macros=[("BIGKERN_CUDA_ARCHS", '""')],
             extra_compile_args={"cxx": cxx_flags},
+            extra_link_args=link_flags,
         )
         return [ext], BuildExtension
 
@@ -131,6 +136,7 @@ def extensions():
         include_dirs=include_dirs,
         define_macros=[("BIGKERN_WITH_CUDA", None), ("BIGKERN_CUDA_ARCHS", archs_macro)],
         extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags},
+        extra_link_args=link_flags,
     )
     return [ext], BuildExtension
 

@@ -5,7 +5,7 @@
 // are a fixed-size local array, so they stay in vector registers across all taps instead of
 // making a round trip through memory per tap; only the last, partial block has a runtime length.
 
-constexpr int64_t kChannelBlock = 32;
+constexpr int64_t kChannelBlock = 64;
 using FullBlock = std::integral_constant<int64_t, kChannelBlock>;
 
 // The valid taps of one output position, in row-major window order (the order max must scan).

@@ -1,0 +1,269 @@
+"""The ``bigkern`` command line (also ``python -m bigkern``).
+
+    bigkern info [--json]
+        versions, what bigkern._C was built with, the devices visible, the backend setting, and
+        which backends can serve each op on each device (with the reason where one cannot)
+    bigkern bench [SUITE ...|all] [--device cpu|cuda] [--dtype float32,...] [--quick] [--compile]
+                  [--filter TEXT] [--direction D] [--layout L] [--provider NAME,...]
+                  [--out FILE] [--no-save]
+        run benchmark suites, print the table, save JSON + CSV under benchmarks/results/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+import sys
+import time
+
+import torch
+
+import bigkern
+from bigkern import _library, backend
+from bigkern.bench import SUITES, environment
+
+BACKEND_ORDER = ("cpu", "cuda", "triton", "torch")
+
+
+# ---------------------------------------------------------------------------------------------
+# info
+# ---------------------------------------------------------------------------------------------
+
+
+def _visible_devices() -> list[torch.device]:
+    devices = [torch.device("cpu")]
+    if torch.cuda.is_available():
+        devices += [torch.device("cuda", i) for i in range(torch.cuda.device_count())]
+    return devices
+
+
+def _built_archs() -> set[str]:
+    """The compute capabilities bigkern._C has CUDA code for, as digits ("80", "90")."""
+    return {re.sub(r"[^0-9]", "", a.lower().replace("+ptx", "")) for a in _library.CUDA_ARCHS}
+
+
+def _op_support(op: str, device: torch.device) -> dict:
+    probe = torch.empty((1, 1, 4, 4), device=device)
+    support = {name: backend.why_not(name, op, probe) for name in BACKEND_ORDER}
+    auto = next((c for c in backend.auto_candidates(op, probe) if backend.why_not(c, op, probe) is None), "torch")
+    return {"backends": {name: {"available": reason is None, "reason": reason} for name, reason in support.items()},
+            "auto": auto}  # fmt: skip
+
+
+def collect_info() -> dict:
+    """Everything ``bigkern info`` reports, as plain data."""
+    devices = []
+    for device in _visible_devices():
+        if device.type == "cpu":
+            devices.append({
+                "device": "cpu", "name": environment.cpu_model(), "cpu_count": os.cpu_count(),
+                "torch_num_threads": torch.get_num_threads(),
+            })  # fmt: skip
+        else:
+            props = torch.cuda.get_device_properties(device)
+            devices.append({
+                "device": str(device), "name": props.name, "capability": f"{props.major}.{props.minor}",
+                "memory_bytes": int(props.total_memory),
+                "arch_in_build": f"{props.major}{props.minor}" in _built_archs(),
+            })  # fmt: skip
+    ops = {op: {str(d): _op_support(op, d) for d in _visible_devices()} for op in bigkern.ops.__all__}
+    return {
+        "bigkern": bigkern.__version__,
+        "bigkern_path": str(environment.source_root() / "bigkern"),
+        "git_commit": environment.git_commit(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "triton": environment.triton_version(),
+        "python": sys.version.split()[0],
+        "nvidia_driver": environment.nvidia_driver(),
+        "extension": {
+            "with_cuda_kernels": _library.WITH_CUDA_KERNELS,
+            "cuda_archs": list(_library.CUDA_ARCHS),
+            "cpu_isa": environment.cpu_isa(),
+        },
+        "triton_interpret": _library.TRITON_INTERPRET,
+        "cuda_available": torch.cuda.is_available(),
+        "devices": devices,
+        "backend": backend.current_backend(),
+        "ops": ops,
+    }
+
+
+def format_info(info: dict) -> str:
+    ext = info["extension"]
+    lines = [
+        f"bigkern   {info['bigkern']}  ({info['bigkern_path']}"
+        + (f", git {info['git_commit'][:12]}" if info["git_commit"] else "") + ")",
+        f"torch     {info['torch']}",
+        f"CUDA      {info['cuda'] or 'none (CPU-only torch build)'}"
+        + (f"  (driver {info['nvidia_driver']})" if info["nvidia_driver"] else ""),
+        f"Triton    {info['triton'] or 'not installed'}" + ("  (TRITON_INTERPRET=1)" if info["triton_interpret"] else ""),
+        f"Python    {info['python']}",
+        "",
+        "bigkern._C",
+        f"  CPU kernels   ISA {ext['cpu_isa'] or 'unknown'}",
+        "  CUDA kernels  "
+        + (f"yes, for architectures {', '.join(ext['cuda_archs']) or '(none listed)'}" if ext["with_cuda_kernels"]
+           else "no (built without a CUDA toolkit)"),
+        "",
+        "devices",
+    ]  # fmt: skip
+    for d in info["devices"]:
+        if d["device"] == "cpu":
+            lines.append(f"  cpu     {d['name']}, {d['cpu_count']} cores, torch uses {d['torch_num_threads']} threads")
+        else:
+            note = "" if d["arch_in_build"] or not ext["with_cuda_kernels"] else "  (not among the built architectures)"
+            lines.append(f"  {d['device']:<7} {d['name']}, compute capability {d['capability']}{note}")
+    if not info["cuda_available"]:
+        lines.append("  cuda    none visible (torch.cuda.is_available() is False)")
+    lines += ["", f"backend   {info['backend']}  (bigkern.use_backend / BIGKERN_BACKEND)", "", "ops"]
+    for op, per_device in info["ops"].items():
+        lines.append(f"  {op}")
+        for device, support in per_device.items():
+            ok = [name for name, s in support["backends"].items() if s["available"]]
+            lines.append(f"    {device:<7} backends: {', '.join(ok)}; auto -> {support['auto']}")
+            for name, s in support["backends"].items():
+                if not s["available"]:
+                    lines.append(f"            no {name}: {s['reason']}")
+    return "\n".join(lines)
+
+
+def cmd_info(args) -> int:
+    info = collect_info()
+    print(json.dumps(info, indent=2) if args.json else format_info(info))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# bench
+# ---------------------------------------------------------------------------------------------
+
+
+def _comma_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def cmd_bench(args, parser: argparse.ArgumentParser) -> int:
+    from bigkern.bench import harness
+
+    unknown = [name for name in args.suites if name not in SUITES and name != "all"]
+    if unknown:
+        parser.error(f"argument SUITE: invalid choice: {unknown[0]!r} (choose from {', '.join([*SUITES, 'all'])})")
+    suites = list(SUITES) if not args.suites or "all" in args.suites else list(dict.fromkeys(args.suites))
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        print(f"bigkern bench: --device {device} but no CUDA device is visible (torch.cuda.is_available() is False)",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    try:
+        dtypes = [harness.parse_dtype(d) for d in _comma_list(args.dtype)] if args.dtype else None
+    except ValueError as exc:
+        parser.error(f"--dtype: {exc}")
+    providers = _comma_list(args.provider) if args.provider else None
+    started = time.perf_counter()
+    document = harness.run_benchmark(
+        suites,
+        device=device,
+        dtypes=dtypes,
+        quick=args.quick,
+        compile=args.compile,
+        filters=args.filter or (),
+        directions=args.direction,
+        layouts=args.layout,
+        provider_names=providers,
+        progress=not args.no_progress,
+        command=args.command_line,
+    )
+    elapsed = time.perf_counter() - started
+    ceiling = document["ceiling"]
+    print(f"bigkern bench {' '.join(suites)} on {device} ({document['environment']['gpu_name'] or document['environment']['cpu_model']})"
+          f"{' --quick' if args.quick else ''}")  # fmt: skip
+    line = f"ceiling: copy {ceiling['copy_gbps']:.1f} GB/s"
+    if ceiling.get("matmul_tflops"):
+        line += "; matmul " + ", ".join(f"{k} {v:.1f} TFLOP/s" for k, v in ceiling["matmul_tflops"].items())
+    print(line)
+    start, end = document["environment"].get("load_average"), document.get("load_average_end")
+    cores = os.cpu_count() or 1
+    if (start and start[0] >= cores) or (end and end[0] >= cores + 1):  # the run itself keeps about one core busy
+        print(f"note: load average {start[0] if start else '?'} at the start and {end[0] if end else '?'} at the "
+              f"end, on {cores} cores: other work on this machine may make these timings noisy")  # fmt: skip
+    print()
+    print(harness.format_table(document["rows"]))
+    print()
+    print(f"{len(document['rows'])} rows in {elapsed:.1f} s")
+    if not args.no_save:
+        path = args.out or harness.default_results_path(device)
+        json_path, csv_path = harness.save_results(document, path)
+        print(f"saved {json_path} and {csv_path}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# the parser
+# ---------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bigkern",
+        description="bigkern: CUDA C++ and Triton kernels for PyTorch. Report the installation, run benchmarks.",
+    )
+    parser.add_argument("--version", action="version", version=f"bigkern {bigkern.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    info = sub.add_parser("info", help="versions, build facts, devices and which backends serve each op",
+                          description="Versions, what bigkern._C was built with, the visible devices, the backend "
+                                      "setting, and which backends can serve each op on each device.")  # fmt: skip
+    info.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    bench = sub.add_parser(
+        "bench", help="run benchmark suites and save the results",
+        description="Run benchmark suites against torch (and torch.compile), print a table and save "
+                    "JSON + CSV results (default benchmarks/results/<device>-<date>.json).",
+    )  # fmt: skip
+    # No `choices=` here: argparse checks the empty list of nargs="*" against them and fails.
+    bench.add_argument("suites", nargs="*", metavar="SUITE",
+                       help=f"suites to run: {', '.join(SUITES)} or all (default all)")  # fmt: skip
+    bench.set_defaults(subparser=bench)
+    bench.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available, else cpu")
+    bench.add_argument("--dtype", help="comma-separated dtypes, e.g. float32,float16,bfloat16 "
+                                       "(default: float32 on cpu; float32,float16,bfloat16 on cuda)")  # fmt: skip
+    bench.add_argument("--quick", action="store_true", help="small shapes and short measurements")
+    bench.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                       help="include torch.compile (default: on for a full cuda run, off otherwise)")  # fmt: skip
+    bench.add_argument("--filter", action="append", metavar="TEXT",
+                       help="keep cases whose name contains TEXT, e.g. 'max_pool2d(3' or '56x56' "
+                            "(repeat to require several)")  # fmt: skip
+    bench.add_argument("--direction", action="append", choices=["forward", "forward+backward"],
+                       help="keep only this direction (repeatable)")  # fmt: skip
+    bench.add_argument("--layout", action="append", choices=["nchw", "channels_last"],
+                       help="keep only this layout (repeatable)")  # fmt: skip
+    bench.add_argument("--provider", metavar="NAMES",
+                       help="comma-separated providers to run (bigkern-cpu, bigkern-cuda, bigkern-triton, torch, "
+                            "torch.compile)")  # fmt: skip
+    bench.add_argument("--out", metavar="FILE", help="results JSON path (the CSV goes next to it)")
+    bench.add_argument("--no-save", action="store_true", help="print the table only")
+    bench.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (argparse exits with 2 on a usage error)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.command_line = shlex.join(["bigkern", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        if args.command == "info":
+            return cmd_info(args)
+        return cmd_bench(args, args.subparser)
+    except BrokenPipeError:  # e.g. `bigkern info | head`
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

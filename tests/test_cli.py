@@ -1,0 +1,110 @@
+"""The ``bigkern`` command line: info, bench, usage errors, ``python -m bigkern``."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import bigkern
+from bigkern.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_info_prints_versions_and_each_op_with_its_backends(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    for text in (bigkern.__version__, torch.__version__, "Triton", "CUDA kernels", "ISA", "backend"):
+        assert text in out
+    for op in bigkern.ops.__all__:
+        assert op in out
+    assert out.count("backends: cpu, ") == len(bigkern.ops.__all__)  # every op runs on the CPU's C++ kernels
+    if not torch.cuda.is_available():
+        assert "no cuda: the input is on cpu" in out  # the reason a backend cannot serve, printed
+
+
+def test_info_json():
+    from bigkern.cli import collect_info, format_info
+
+    info = collect_info()
+    assert set(info["ops"]) == set(bigkern.ops.__all__)
+    assert format_info(info)
+
+
+def test_info_json_flag(capsys):
+    assert main(["info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["bigkern"] == bigkern.__version__ and info["torch"] == torch.__version__
+    assert info["extension"]["with_cuda_kernels"] == bigkern._library.WITH_CUDA_KERNELS
+    assert info["devices"][0]["device"] == "cpu"
+    cpu = info["ops"]["max_pool2d"]["cpu"]
+    assert cpu["backends"]["cpu"] == {"available": True, "reason": None}
+    assert cpu["backends"]["torch"]["available"] and cpu["auto"] == "cpu"
+    assert cpu["backends"]["cuda"]["available"] is False and cpu["backends"]["cuda"]["reason"]
+
+
+def test_bench_pool_quick_writes_results(tmp_path, capsys):
+    out = tmp_path / "results" / "run.json"
+    argv = ["bench", "pool", "--quick", "--device", "cpu", "--out", str(out), "--no-progress",
+            "--filter", "adaptive_avg_pool2d(1)", "--direction", "forward", "--layout", "nchw"]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "bigkern-cpu" in printed and "torch" in printed and str(out) in printed
+    doc = json.loads(out.read_text())
+    assert doc["schema_version"] == 1 and doc["command"].startswith("bigkern bench pool --quick")
+    rows = {r["provider"]: r for r in doc["rows"]}
+    assert {"bigkern-cpu", "torch"} <= set(rows)
+    for name in ("bigkern-cpu", "torch"):
+        assert rows[name]["skipped_reason"] is None and rows[name]["median_ms"] > 0
+        assert rows[name]["op"] == "adaptive_avg_pool2d" and rows[name]["layout"] == "nchw"
+    assert rows["bigkern-cpu"]["speedup_vs_best_baseline"] > 0
+    assert out.with_suffix(".csv").is_file()
+
+
+def test_bench_no_save_writes_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = ["bench", "--quick", "--device", "cpu", "--no-save", "--no-progress", "--provider", "torch",
+            "--filter", "max_pool2d(2,2)", "--direction", "forward", "--layout", "channels_last"]  # fmt: skip
+    assert main(argv) == 0
+    assert "max_pool2d(2,2)" in capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["frobnicate"], ["tune"], ["profile"], ["train"], ["bench", "--bogus"], ["bench", "nosuchsuite"], [],
+     ["bench", "--device", "tpu"], ["bench", "--dtype", "float7", "--no-save"]],
+)  # fmt: skip
+def test_usage_errors_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert "usage: bigkern" in capsys.readouterr().err
+
+
+def test_help_lists_only_implemented_commands(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "info" in out and "bench" in out
+    for missing in ("tune", "profile", "train"):
+        assert missing not in out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
+def test_bench_on_cuda_without_a_gpu_fails_cleanly(capsys):
+    assert main(["bench", "--device", "cuda", "--no-save"]) == 1
+    assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_python_dash_m_bigkern():
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, "-m", "bigkern", "info", "--json"], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["bigkern"] == bigkern.__version__
