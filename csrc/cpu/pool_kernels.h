@@ -77,6 +77,24 @@ inline void max_tap_indexed(const scalar_t* __restrict__ src, int64_t step, acc*
   }
 }
 
+// Explicit float vectors (GCC/Clang vector extensions), lowered to AVX2 or SSE by the including
+// file's target. Used where the auto-vectoriser gives up: select chains it has fully unrolled,
+// and float reductions (which it may not reorder).
+// The including file sets BIGKERN_VECTOR_LANES to its target's float vector width.
+constexpr int64_t kLanes = BIGKERN_VECTOR_LANES;
+typedef float f32v __attribute__((vector_size(kLanes * sizeof(float))));
+typedef int32_t i32v __attribute__((vector_size(kLanes * sizeof(int32_t))));
+
+__attribute__((always_inline)) inline f32v load_f32v(const float* p) {
+  f32v v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+__attribute__((always_inline)) inline void store_f32v(float* p, f32v v) { std::memcpy(p, &v, sizeof v); }
+__attribute__((always_inline)) inline f32v splat_f32v(float x) { return f32v{} + x; }
+__attribute__((always_inline)) inline i32v splat_i32v(int32_t x) { return i32v{} + x; }
+
+
 // Accumulators of one output row / position: the output itself when it is already in the
 // accumulation type (saves a pass), else a scratch buffer converted at the end.
 template <typename scalar_t>
@@ -216,8 +234,27 @@ void avg_pool2d_nchw(const scalar_t* in, scalar_t* out, const Pool2dGeometry& g,
 // adaptive pools forward
 // ---------------------------------------------------------------------------------------------
 
+// Sum of n contiguous elements, in the accumulation type. float32 uses four vector
+// accumulators (reassociating the sum, as torch's vectorised reductions do).
+template <typename scalar_t>
+inline acc_t<scalar_t> contiguous_sum(const scalar_t* __restrict__ src, int64_t n) {
+  int64_t i = 0;
+  acc_t<scalar_t> total = 0;
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    constexpr int64_t kStep = 4 * kLanes;
+    f32v partial[4] = {splat_f32v(0.f), splat_f32v(0.f), splat_f32v(0.f), splat_f32v(0.f)};
+    for (; i + kStep <= n; i += kStep)
+      for (int64_t k = 0; k < 4; ++k) partial[k] += load_f32v(src + i + k * kLanes);
+    const f32v sum = (partial[0] + partial[1]) + (partial[2] + partial[3]);
+    for (int64_t lane = 0; lane < kLanes; ++lane) total += sum[lane];
+  }
+  for (; i < n; ++i) total += static_cast<acc_t<scalar_t>>(src[i]);
+  return total;
+}
+
 // Adaptive average, NCHW: per output row, first sum the row's input rows into column sums (long,
-// contiguous, vectorised), then each output adds its slice of the column sums.
+// contiguous, vectorised), then each output adds its slice of the column sums. A single output
+// column (global pooling included) is one contiguous run, summed directly.
 template <typename scalar_t>
 void adaptive_avg_pool2d_nchw(const scalar_t* in, scalar_t* out, const Pool2dGeometry& g) {
   using acc = acc_t<scalar_t>;
@@ -235,6 +272,10 @@ void adaptive_avg_pool2d_nchw(const scalar_t* in, scalar_t* out, const Pool2dGeo
           for (int64_t iw = 0; iw < W; ++iw) cs[iw] += static_cast<acc>(row[iw]);
         }
         scalar_t* dst = out + p * plane_out + oh * g.OW;
+        if (g.OW == 1) {  // the window is whole rows: one contiguous run of memory
+          dst[0] = static_cast<scalar_t>(contiguous_sum(src + h0 * W, (h1 - h0) * W) / static_cast<acc>((h1 - h0) * W));
+          continue;
+        }
         for (int64_t ow = 0; ow < g.OW; ++ow) {
           const int64_t w0 = adaptive_start(ow, W, g.OW), w1 = adaptive_end(ow, W, g.OW);
           acc sum = 0;

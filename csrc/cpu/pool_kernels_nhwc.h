@@ -7,6 +7,7 @@
 
 constexpr int64_t kChannelBlock = 64;
 using FullBlock = std::integral_constant<int64_t, kChannelBlock>;
+constexpr int64_t kVectorsPerBlock = kChannelBlock / kLanes;
 
 // The valid taps of one output position, in row-major window order (the order max must scan).
 class Taps {
@@ -39,21 +40,6 @@ inline void for_each_channel_block(int64_t C, Body&& body) {
 // by the file's target): the compiler's auto-vectoriser gives up on these select-heavy loops
 // once it has fully unrolled them. Indices are tracked as the winning tap's number (int32
 // lanes, beside the float lanes) and turned into plane positions once, at the end.
-// The including file sets BIGKERN_VECTOR_LANES to its target's float vector width.
-constexpr int64_t kLanes = BIGKERN_VECTOR_LANES;
-typedef float f32v __attribute__((vector_size(kLanes * sizeof(float))));
-typedef int32_t i32v __attribute__((vector_size(kLanes * sizeof(int32_t))));
-constexpr int64_t kVectorsPerBlock = kChannelBlock / kLanes;
-
-__attribute__((always_inline)) inline f32v load_f32v(const float* p) {
-  f32v v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-__attribute__((always_inline)) inline void store_f32v(float* p, f32v v) { std::memcpy(p, &v, sizeof v); }
-__attribute__((always_inline)) inline f32v splat_f32v(float x) { return f32v{} + x; }
-__attribute__((always_inline)) inline i32v splat_i32v(int32_t x) { return i32v{} + x; }
-
 template <bool kWriteIndices>
 inline void max_over_taps_f32(const float* __restrict__ image, const Taps& taps, int64_t first_position, int64_t c0,
                               float* __restrict__ dst, int64_t* __restrict__ dst_index) {
@@ -161,30 +147,40 @@ inline void mean_over_taps(const scalar_t* __restrict__ image, const Taps& taps,
   for (int64_t i = 0; i < count; ++i) dst[c0 + i] = static_cast<scalar_t>(sum[i] / divisor);
 }
 
+// Runs per_position(taps, n, oh, ow, pos) for every output position, with a tap list owned by
+// the task. Tasks own whole output rows, so no position is decoded by division (three 64-bit
+// divisions per position cost about as much as reducing a 3x3 window).
+template <typename PerPosition>
+inline void for_each_output_row(const Pool2dGeometry& g, int64_t max_taps, PerPosition&& per_position) {
+  at::parallel_for(0, g.N * g.OH, grain_for(g.C * max_taps * g.OW), [&](int64_t begin, int64_t end) {
+    Taps taps(max_taps);
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t n = row / g.OH, oh = row % g.OH;
+      for (int64_t ow = 0; ow < g.OW; ++ow) per_position(taps, n, oh, ow, row * g.OW + ow);
+    }
+  });
+}
+
 template <typename scalar_t, bool kWriteIndices>
 void max_pool2d_nhwc(const scalar_t* in, scalar_t* out, int64_t* indices, const Pool2dGeometry& g) {
   const int64_t C = g.C, image_size = g.H * g.W * C;
-  at::parallel_for(0, g.N * g.OH * g.OW, grain_for(C * g.kh * g.kw), [&](int64_t begin, int64_t end) {
-    Taps taps(g.kh * g.kw);
-    for (int64_t pos = begin; pos < end; ++pos) {
-      const int64_t ow = pos % g.OW, oh = (pos / g.OW) % g.OH, n = pos / (g.OW * g.OH);
-      taps.clear();
-      for (int64_t kh = 0; kh < g.kh; ++kh) {
-        const int64_t ih = oh * g.sh - g.ph + kh * g.dh;
-        if (ih < 0 || ih >= g.H) continue;
-        for (int64_t kw = 0; kw < g.kw; ++kw) {
-          const int64_t iw = ow * g.sw - g.pw + kw * g.dw;
-          if (iw >= 0 && iw < g.W) taps.add(ih, iw, g.W, C);
-        }
+  for_each_output_row(g, g.kh * g.kw, [&](Taps& taps, int64_t n, int64_t oh, int64_t ow, int64_t pos) {
+    taps.clear();
+    const int64_t hstart = oh * g.sh - g.ph, wstart = ow * g.sw - g.pw;
+    for (int64_t kh = 0; kh < g.kh; ++kh) {
+      const int64_t ih = hstart + kh * g.dh;
+      if (ih < 0 || ih >= g.H) continue;
+      for (int64_t kw = 0; kw < g.kw; ++kw) {
+        const int64_t iw = wstart + kw * g.dw;
+        if (iw >= 0 && iw < g.W) taps.add(ih, iw, g.W, C);
       }
-      int64_t* dst_index = kWriteIndices ? indices + pos * C : nullptr;
-      const int64_t first_position =
-          first_valid(oh * g.sh - g.ph, g.dh) * g.W + first_valid(ow * g.sw - g.pw, g.dw);
-      for_each_channel_block(C, [&](int64_t c0, auto count) {
-        max_over_taps<scalar_t, kWriteIndices>(in + n * image_size, taps, first_position, c0, count, out + pos * C,
-                                               dst_index);
-      });
     }
+    int64_t* dst_index = kWriteIndices ? indices + pos * C : nullptr;
+    const int64_t first_position = first_valid(hstart, g.dh) * g.W + first_valid(wstart, g.dw);
+    for_each_channel_block(C, [&](int64_t c0, auto count) {
+      max_over_taps<scalar_t, kWriteIndices>(in + n * image_size, taps, first_position, c0, count, out + pos * C,
+                                             dst_index);
+    });
   });
 }
 
@@ -193,25 +189,21 @@ void avg_pool2d_nhwc(const scalar_t* in, scalar_t* out, const Pool2dGeometry& g,
                      std::optional<int64_t> divisor_override) {
   using acc = acc_t<scalar_t>;
   const int64_t C = g.C, image_size = g.H * g.W * C;
-  at::parallel_for(0, g.N * g.OH * g.OW, grain_for(C * g.kh * g.kw), [&](int64_t begin, int64_t end) {
-    Taps taps(g.kh * g.kw);
-    for (int64_t pos = begin; pos < end; ++pos) {
-      const int64_t ow = pos % g.OW, oh = (pos / g.OW) % g.OH, n = pos / (g.OW * g.OH);
-      const AvgWindow wh = avg_window(oh, g.sh, g.ph, g.kh, g.H);
-      const AvgWindow ww = avg_window(ow, g.sw, g.pw, g.kw, g.W);
-      scalar_t* dst = out + pos * C;
-      if (wh.start >= wh.end || ww.start >= ww.end) {
-        std::fill(dst, dst + C, scalar_t(0));
-        continue;
-      }
-      taps.clear();
-      for (int64_t ih = wh.start; ih < wh.end; ++ih)
-        for (int64_t iw = ww.start; iw < ww.end; ++iw) taps.add(ih, iw, g.W, C);
-      const acc divisor = static_cast<acc>(avg_divisor(wh, ww, count_include_pad, divisor_override));
-      for_each_channel_block(C, [&](int64_t c0, auto count) {
-        mean_over_taps<scalar_t>(in + n * image_size, taps, c0, count, divisor, dst);
-      });
+  for_each_output_row(g, g.kh * g.kw, [&](Taps& taps, int64_t n, int64_t oh, int64_t ow, int64_t pos) {
+    const AvgWindow wh = avg_window(oh, g.sh, g.ph, g.kh, g.H);
+    const AvgWindow ww = avg_window(ow, g.sw, g.pw, g.kw, g.W);
+    scalar_t* dst = out + pos * C;
+    if (wh.start >= wh.end || ww.start >= ww.end) {
+      std::fill(dst, dst + C, scalar_t(0));
+      return;
     }
+    taps.clear();
+    for (int64_t ih = wh.start; ih < wh.end; ++ih)
+      for (int64_t iw = ww.start; iw < ww.end; ++iw) taps.add(ih, iw, g.W, C);
+    const acc divisor = static_cast<acc>(avg_divisor(wh, ww, count_include_pad, divisor_override));
+    for_each_channel_block(C, [&](int64_t c0, auto count) {
+      mean_over_taps<scalar_t>(in + n * image_size, taps, c0, count, divisor, dst);
+    });
   });
 }
 
@@ -220,24 +212,20 @@ void adaptive_pool2d_nhwc(const scalar_t* in, scalar_t* out, int64_t* indices, c
   using acc = acc_t<scalar_t>;
   const int64_t C = g.C, image_size = g.H * g.W * C;
   const int64_t max_window = (g.H / g.OH + 2) * (g.W / g.OW + 2);
-  at::parallel_for(0, g.N * g.OH * g.OW, grain_for(C * max_window), [&](int64_t begin, int64_t end) {
-    Taps taps(max_window);
-    for (int64_t pos = begin; pos < end; ++pos) {
-      const int64_t ow = pos % g.OW, oh = (pos / g.OW) % g.OH, n = pos / (g.OW * g.OH);
-      const int64_t h0 = adaptive_start(oh, g.H, g.OH), h1 = adaptive_end(oh, g.H, g.OH);
-      const int64_t w0 = adaptive_start(ow, g.W, g.OW), w1 = adaptive_end(ow, g.W, g.OW);
-      taps.clear();
-      for (int64_t ih = h0; ih < h1; ++ih)
-        for (int64_t iw = w0; iw < w1; ++iw) taps.add(ih, iw, g.W, C);
-      scalar_t* dst = out + pos * C;
-      for_each_channel_block(C, [&](int64_t c0, auto count) {
-        if constexpr (kIsMax) {
-          max_over_taps<scalar_t, kWriteIndices>(in + n * image_size, taps, h0 * g.W + w0, c0, count, dst,
-                                                 kWriteIndices ? indices + pos * C : nullptr);
-        } else {
-          mean_over_taps<scalar_t>(in + n * image_size, taps, c0, count, static_cast<acc>((h1 - h0) * (w1 - w0)), dst);
-        }
-      });
-    }
+  for_each_output_row(g, max_window, [&](Taps& taps, int64_t n, int64_t oh, int64_t ow, int64_t pos) {
+    const int64_t h0 = adaptive_start(oh, g.H, g.OH), h1 = adaptive_end(oh, g.H, g.OH);
+    const int64_t w0 = adaptive_start(ow, g.W, g.OW), w1 = adaptive_end(ow, g.W, g.OW);
+    taps.clear();
+    for (int64_t ih = h0; ih < h1; ++ih)
+      for (int64_t iw = w0; iw < w1; ++iw) taps.add(ih, iw, g.W, C);
+    scalar_t* dst = out + pos * C;
+    for_each_channel_block(C, [&](int64_t c0, auto count) {
+      if constexpr (kIsMax) {
+        max_over_taps<scalar_t, kWriteIndices>(in + n * image_size, taps, h0 * g.W + w0, c0, count, dst,
+                                               kWriteIndices ? indices + pos * C : nullptr);
+      } else {
+        mean_over_taps<scalar_t>(in + n * image_size, taps, c0, count, static_cast<acc>((h1 - h0) * (w1 - w0)), dst);
+      }
+    });
   });
 }
