@@ -234,18 +234,22 @@ void avg_pool2d_nchw(const scalar_t* in, scalar_t* out, const Pool2dGeometry& g,
 // adaptive pools forward
 // ---------------------------------------------------------------------------------------------
 
-// Sum of n contiguous elements, in the accumulation type. float32 uses four vector
-// accumulators (reassociating the sum, as torch's vectorised reductions do).
+// Sum of n contiguous elements, in the accumulation type. float32 uses eight vector
+// accumulators, enough independent adds to cover the add latency (reassociating the sum, as
+// torch's vectorised reductions do).
 template <typename scalar_t>
 inline acc_t<scalar_t> contiguous_sum(const scalar_t* __restrict__ src, int64_t n) {
   int64_t i = 0;
   acc_t<scalar_t> total = 0;
   if constexpr (std::is_same_v<scalar_t, float>) {
-    constexpr int64_t kStep = 4 * kLanes;
-    f32v partial[4] = {splat_f32v(0.f), splat_f32v(0.f), splat_f32v(0.f), splat_f32v(0.f)};
+    constexpr int64_t kAccumulators = 8, kStep = kAccumulators * kLanes;
+    f32v partial[kAccumulators];
+    for (int64_t k = 0; k < kAccumulators; ++k) partial[k] = splat_f32v(0.f);
     for (; i + kStep <= n; i += kStep)
-      for (int64_t k = 0; k < 4; ++k) partial[k] += load_f32v(src + i + k * kLanes);
-    const f32v sum = (partial[0] + partial[1]) + (partial[2] + partial[3]);
+      for (int64_t k = 0; k < kAccumulators; ++k) partial[k] += load_f32v(src + i + k * kLanes);
+    for (int64_t width = kAccumulators / 2; width > 0; width /= 2)
+      for (int64_t k = 0; k < width; ++k) partial[k] += partial[k + width];
+    const f32v sum = partial[0];
     for (int64_t lane = 0; lane < kLanes; ++lane) total += sum[lane];
   }
   for (; i < n; ++i) total += static_cast<acc_t<scalar_t>>(src[i]);
@@ -265,16 +269,16 @@ void adaptive_avg_pool2d_nchw(const scalar_t* in, scalar_t* out, const Pool2dGeo
       const scalar_t* src = in + p * plane_in;
       for (int64_t oh = 0; oh < g.OH; ++oh) {
         const int64_t h0 = adaptive_start(oh, g.H, g.OH), h1 = adaptive_end(oh, g.H, g.OH);
+        scalar_t* dst = out + p * plane_out + oh * g.OW;
+        if (g.OW == 1) {  // the window is whole rows: one contiguous run of memory
+          dst[0] = static_cast<scalar_t>(contiguous_sum(src + h0 * W, (h1 - h0) * W) / static_cast<acc>((h1 - h0) * W));
+          continue;
+        }
         acc* __restrict__ cs = column_sum.data();
         std::fill(cs, cs + W, acc(0));
         for (int64_t ih = h0; ih < h1; ++ih) {
           const scalar_t* __restrict__ row = src + ih * W;
           for (int64_t iw = 0; iw < W; ++iw) cs[iw] += static_cast<acc>(row[iw]);
-        }
-        scalar_t* dst = out + p * plane_out + oh * g.OW;
-        if (g.OW == 1) {  // the window is whole rows: one contiguous run of memory
-          dst[0] = static_cast<scalar_t>(contiguous_sum(src + h0 * W, (h1 - h0) * W) / static_cast<acc>((h1 - h0) * W));
-          continue;
         }
         for (int64_t ow = 0; ow < g.OW; ++ow) {
           const int64_t w0 = adaptive_start(ow, W, g.OW), w1 = adaptive_end(ow, W, g.OW);
