@@ -330,40 +330,45 @@ void adaptive_max_pool2d_nchw(const scalar_t* in, scalar_t* out, int64_t* indice
 // backward: scatter into an accumulator owned by one task, then convert once.
 // ---------------------------------------------------------------------------------------------
 
-// Calls scatter(dst_plane_acc, n_or_plane, c_begin, c_end) on zeroed float accumulators and
-// stores the result. NCHW tasks own one (n, c) plane; NHWC tasks own one image and a channel
-// block (so a batch of one image still spreads across threads).
+// Calls scatter(accum, pixel_stride, item, c0, c1) on zeroed accumulators, where the gradient of
+// input pixel i, channel c0 + c lives at accum[i * pixel_stride + c]. NCHW tasks own one (n, c)
+// plane (item = n * C + c); NHWC tasks own one image n (item = n) and a block of channels, so a
+// batch of one image still spreads across threads. Float and double accumulate straight into
+// grad_in; half types accumulate in a float scratch buffer converted once at the end.
 template <typename scalar_t, typename Scatter>
 void scatter_backward(scalar_t* grad_in, const Pool2dGeometry& g, int64_t work_per_plane, Scatter scatter) {
   using acc = acc_t<scalar_t>;
+  constexpr bool kInPlace = std::is_same_v<acc, scalar_t>;
   const int64_t plane_in = g.H * g.W;
   if (!g.channels_last) {
     at::parallel_for(0, g.N * g.C, grain_for(work_per_plane), [&](int64_t begin, int64_t end) {
-      std::vector<acc> accum(plane_in);
+      std::vector<acc> scratch(kInPlace ? 0 : plane_in);
       for (int64_t p = begin; p < end; ++p) {
-        std::fill(accum.begin(), accum.end(), acc(0));
-        scatter(accum.data(), p, int64_t(0), int64_t(1));
         scalar_t* dst = grad_in + p * plane_in;
-        for (int64_t i = 0; i < plane_in; ++i) dst[i] = static_cast<scalar_t>(accum[i]);
+        acc* accum = kInPlace ? reinterpret_cast<acc*>(dst) : scratch.data();
+        std::fill(accum, accum + plane_in, acc(0));
+        scatter(accum, int64_t(1), p, int64_t(0), int64_t(1));
+        if constexpr (!kInPlace)
+          for (int64_t i = 0; i < plane_in; ++i) dst[i] = static_cast<scalar_t>(accum[i]);
       }
     });
     return;
   }
-  constexpr int64_t kChannelBlock = 64;
-  const int64_t blocks_per_image = (g.C + kChannelBlock - 1) / kChannelBlock;
-  at::parallel_for(0, g.N * blocks_per_image, grain_for(work_per_plane * kChannelBlock), [&](int64_t begin, int64_t end) {
-    std::vector<acc> accum(plane_in * kChannelBlock);
+  constexpr int64_t kBlock = 64;
+  const int64_t blocks_per_image = (g.C + kBlock - 1) / kBlock;
+  at::parallel_for(0, g.N * blocks_per_image, grain_for(work_per_plane * kBlock), [&](int64_t begin, int64_t end) {
+    std::vector<acc> scratch(kInPlace ? 0 : plane_in * kBlock);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / blocks_per_image;
-      const int64_t c0 = (task % blocks_per_image) * kChannelBlock, c1 = std::min(g.C, c0 + kChannelBlock);
-      const int64_t cb = c1 - c0;
-      std::fill(accum.begin(), accum.begin() + plane_in * cb, acc(0));
-      scatter(accum.data(), n, c0, c1);
-      for (int64_t i = 0; i < plane_in; ++i) {
-        scalar_t* dst = grad_in + (n * plane_in + i) * g.C + c0;
-        const acc* a = accum.data() + i * cb;
-        for (int64_t c = 0; c < cb; ++c) dst[c] = static_cast<scalar_t>(a[c]);
-      }
+      const int64_t c0 = (task % blocks_per_image) * kBlock, c1 = std::min(g.C, c0 + kBlock), cb = c1 - c0;
+      scalar_t* dst = grad_in + n * plane_in * g.C + c0;
+      acc* accum = kInPlace ? reinterpret_cast<acc*>(dst) : scratch.data();
+      const int64_t stride = kInPlace ? g.C : cb;
+      for (int64_t i = 0; i < plane_in; ++i) std::fill(accum + i * stride, accum + i * stride + cb, acc(0));
+      scatter(accum, stride, n, c0, c1);
+      if constexpr (!kInPlace)
+        for (int64_t i = 0; i < plane_in; ++i)
+          for (int64_t c = 0; c < cb; ++c) dst[i * g.C + c] = static_cast<scalar_t>(accum[i * cb + c]);
     }
   });
 }
@@ -376,7 +381,7 @@ void max_pool2d_backward_kernel(const scalar_t* grad_out, const int64_t* indices
                                 const Pool2dGeometry& g) {
   using acc = acc_t<scalar_t>;
   const int64_t plane_out = g.OH * g.OW, plane_in = g.H * g.W;
-  scatter_backward<scalar_t>(grad_in, g, plane_out, [&](acc* accum, int64_t item, int64_t c0, int64_t c1) {
+  scatter_backward<scalar_t>(grad_in, g, plane_out, [&](acc* accum, int64_t stride, int64_t item, int64_t c0, int64_t c1) {
     if (!g.channels_last) {
       const scalar_t* go = grad_out + item * plane_out;
       const int64_t* idx = indices + item * plane_out;
@@ -389,7 +394,7 @@ void max_pool2d_backward_kernel(const scalar_t* grad_out, const int64_t* indices
       const scalar_t* go = grad_out + (item * plane_out + o) * g.C + c0;
       const int64_t* idx = indices + (item * plane_out + o) * g.C + c0;
       for (int64_t c = 0; c < cb; ++c)
-        if (idx[c] >= 0 && idx[c] < plane_in) accum[idx[c] * cb + c] += static_cast<acc>(go[c]);
+        if (idx[c] >= 0 && idx[c] < plane_in) accum[idx[c] * stride + c] += static_cast<acc>(go[c]);
     }
   });
 }
@@ -400,7 +405,7 @@ void avg_pool2d_backward_kernel(const scalar_t* grad_out, scalar_t* grad_in, con
                                 bool count_include_pad, std::optional<int64_t> divisor_override) {
   using acc = acc_t<scalar_t>;
   const int64_t plane_out = g.OH * g.OW;
-  scatter_backward<scalar_t>(grad_in, g, plane_out * g.kh * g.kw, [&](acc* accum, int64_t item, int64_t c0, int64_t c1) {
+  scatter_backward<scalar_t>(grad_in, g, plane_out * g.kh * g.kw, [&](acc* accum, int64_t stride, int64_t item, int64_t c0, int64_t c1) {
     const int64_t cb = c1 - c0;
     for (int64_t oh = 0; oh < g.OH; ++oh) {
       const AvgWindow wh = avg_window(oh, g.sh, g.ph, g.kh, g.H);
@@ -418,7 +423,7 @@ void avg_pool2d_backward_kernel(const scalar_t* grad_out, scalar_t* grad_in, con
         const scalar_t* go = grad_out + (item * plane_out + o) * g.C + c0;
         for (int64_t ih = wh.start; ih < wh.end; ++ih)
           for (int64_t iw = ww.start; iw < ww.end; ++iw) {
-            acc* __restrict__ a = accum + (ih * g.W + iw) * cb;
+            acc* __restrict__ a = accum + (ih * g.W + iw) * stride;
             for (int64_t c = 0; c < cb; ++c) a[c] += static_cast<acc>(go[c]) / d;
           }
       }
@@ -430,7 +435,7 @@ template <typename scalar_t>
 void adaptive_avg_pool2d_backward_kernel(const scalar_t* grad_out, scalar_t* grad_in, const Pool2dGeometry& g) {
   using acc = acc_t<scalar_t>;
   const int64_t plane_out = g.OH * g.OW;
-  scatter_backward<scalar_t>(grad_in, g, g.H * g.W, [&](acc* accum, int64_t item, int64_t c0, int64_t c1) {
+  scatter_backward<scalar_t>(grad_in, g, g.H * g.W, [&](acc* accum, int64_t stride, int64_t item, int64_t c0, int64_t c1) {
     const int64_t cb = c1 - c0;
     for (int64_t oh = 0; oh < g.OH; ++oh) {
       const int64_t h0 = adaptive_start(oh, g.H, g.OH), h1 = adaptive_end(oh, g.H, g.OH);
@@ -447,7 +452,7 @@ void adaptive_avg_pool2d_backward_kernel(const scalar_t* grad_out, scalar_t* gra
         const scalar_t* go = grad_out + (item * plane_out + o) * g.C + c0;
         for (int64_t ih = h0; ih < h1; ++ih)
           for (int64_t iw = w0; iw < w1; ++iw) {
-            acc* __restrict__ a = accum + (ih * g.W + iw) * cb;
+            acc* __restrict__ a = accum + (ih * g.W + iw) * stride;
             for (int64_t c = 0; c < cb; ++c) a[c] += static_cast<acc>(go[c]) / area;
           }
       }
