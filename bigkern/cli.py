@@ -18,6 +18,7 @@ import re
 import shlex
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -195,7 +196,9 @@ def cmd_bench(args, parser: argparse.ArgumentParser) -> int:
     print()
     print(f"{len(document['rows'])} rows in {elapsed:.1f} s")
     if not args.no_save:
-        path = args.out or harness.default_results_path(device)
+        path = harness.default_results_path(device)
+        if args.out:  # a file, or a directory to hold the default-named file
+            path = Path(args.out) / path.name if Path(args.out).is_dir() else Path(args.out)
         json_path, csv_path = harness.save_results(document, path)
         print(f"saved {json_path} and {csv_path}")
     return 0
@@ -244,7 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--provider", metavar="NAMES",
                        help="comma-separated providers to run (bigkern-cpu, bigkern-cuda, bigkern-triton, torch, "
                             "torch.compile)")  # fmt: skip
-    bench.add_argument("--out", metavar="FILE", help="results JSON path (the CSV goes next to it)")
+    bench.add_argument("--out", metavar="PATH",
+                       help="results JSON file, or a directory for the default-named file (the CSV goes next to it)")
     bench.add_argument("--no-save", action="store_true", help="print the table only")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser

@@ -5,7 +5,8 @@
 #   scripts/gpu_check.sh OUTDIR
 #
 # Writes into OUTDIR: build.log, info.txt, pytest.log, bench.log, and the benchmark results
-# <device>-<date>.json/.csv (copy those into benchmarks/results/ and commit them).
+# <device>-<date>.json/.csv of `bigkern bench all --quick` (copy those into benchmarks/results/
+# and commit them).
 # Compiles only for the architecture of the GPU present, to keep the lease short.
 set -uo pipefail
 out="${1:?usage: scripts/gpu_check.sh OUTDIR}"
@@ -32,7 +33,7 @@ echo "== tests"
 tests_status=${PIPESTATUS[0]}
 
 echo "== benchmarks"
-"$PY" -m bigkern bench all --device cuda --out "$out/bench.json" 2>&1 | tee "$out/bench.log" | tail -60
+"$PY" -m bigkern bench all --device cuda --quick --no-progress --out "$out" 2>&1 | tee "$out/bench.log" | tail -60
 bench_status=${PIPESTATUS[0]}
 
 echo "tests exit $tests_status, bench exit $bench_status"

@@ -65,6 +65,15 @@ def test_bench_pool_quick_writes_results(tmp_path, capsys):
     assert out.with_suffix(".csv").is_file()
 
 
+def test_bench_out_directory_gets_the_default_file_name(tmp_path, capsys):
+    argv = ["bench", "pool", "--quick", "--device", "cpu", "--out", str(tmp_path), "--no-progress", "--provider",
+            "torch", "--filter", "max_pool2d(2,2)", "--direction", "forward", "--layout", "nchw"]  # fmt: skip
+    assert main(argv) == 0
+    (json_file,) = tmp_path.glob("*.json")
+    assert json_file.name.startswith("cpu-") and json_file.with_suffix(".csv").is_file()
+    assert json.loads(json_file.read_text())["rows"]
+
+
 def test_bench_no_save_writes_nothing(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     argv = ["bench", "--quick", "--device", "cpu", "--no-save", "--no-progress", "--provider", "torch",
