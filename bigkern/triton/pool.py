@@ -51,13 +51,18 @@ _MAX_BLOCK_C_CHANNELS_LAST = 64
 
 
 @triton.jit
-def _tile(C, P, num_c_blocks, CHANNELS_LAST: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
-    """Decodes the flat program id into the image `n` (int64), the tile's channels `c` and spatial
-    positions `p` (laid out along the tile's axes by CHANNELS_LAST) and the mask of tile elements
-    inside the C x P plane. Spatial blocks vary fastest so neighbouring programs share an image.
+def _tile(
+    C, rows, cols, num_c_blocks,
+    CHANNELS_LAST: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+):
+    """Decodes the flat program id into the image `n` (int64), the tile's channels `c` and the row
+    `y` and column `x` of its positions in a rows x cols plane (laid out along the tile's axes by
+    CHANNELS_LAST), and the mask of tile elements inside the C x (rows * cols) block. Spatial blocks
+    vary fastest so neighbouring programs share an image.
 
     A flat 1-D grid is used because CUDA limits the second and third grid dimensions to 65535.
     """
+    P = rows * cols
     pid = tl.program_id(0)
     num_p_blocks = tl.cdiv(P, BLOCK_P)
     pid_p = pid % num_p_blocks
@@ -71,13 +76,37 @@ def _tile(C, P, num_c_blocks, CHANNELS_LAST: tl.constexpr, BLOCK_C: tl.constexpr
     else:
         c = c[:, None]
         p = p[None, :]
-    return n, c, p, (c < C) & (p < P)
+    return n, c, p // cols, p % cols, (c < C) & (p < P)
+
+
+@triton.jit
+def _plane(ptr, n, c, stride_n, stride_c):
+    """Pointers to spatial position (0, 0) of the (n, c) planes of a tensor with the given strides."""
+    return ptr + n * stride_n + c.to(tl.int64) * stride_c
 
 
 @triton.jit
 def _spatial_offset(h, w, stride_h, stride_w):
     """int64 offset of spatial position (h, w) within an (n, c) plane of the given strides."""
     return h.to(tl.int64) * stride_h + w.to(tl.int64) * stride_w
+
+
+@triton.jit
+def _load_at(plane, h, w, stride_h, stride_w, mask, other):
+    """The elements at (h, w) of the planes `plane` (from _plane), `other` where masked off."""
+    return tl.load(plane + _spatial_offset(h, w, stride_h, stride_w), mask=mask, other=other)
+
+
+@triton.jit
+def _offset(n, c, h, w, stride_n, stride_c, stride_h, stride_w):
+    """int64 offset of element (n, c, h, w) of a tensor with the given strides."""
+    return n * stride_n + c.to(tl.int64) * stride_c + _spatial_offset(h, w, stride_h, stride_w)
+
+
+@triton.jit
+def _store_converted(ptr, offset, value, mask):
+    """Stores `value` at ptr + offset, converted to the tensor's dtype."""
+    tl.store(ptr + offset, value.to(ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -101,6 +130,32 @@ def _adaptive_range(i, from_size, to_size):
     """
     i = i.to(tl.int64)
     return (i * to_size) // from_size, ((i + 1) * to_size + from_size - 1) // from_size
+
+
+@triton.jit
+def _max_step(best, best_index, v, index, COMPUTE_INDICES: tl.constexpr):
+    """Folds tap value `v` (ACC_DTYPE), at plane position `index` (int64), into the running maximum.
+
+    ATen's rule: a NaN always wins (so NaN propagates and the last NaN's index is reported) and ties
+    keep the first maximum. Masked-off taps must load -inf, which never wins, so an all -inf window
+    reports the index the caller started with.
+    """
+    take = (v > best) | (v != v)
+    if COMPUTE_INDICES:
+        best_index = tl.where(take, index, best_index)
+    return tl.where(take, v, best), best_index
+
+
+@triton.jit
+def _routed_grad(
+    grad_out_plane, indices_plane, oh, ow, ok, position,
+    grad_out_stride_h, grad_out_stride_w, indices_stride_h, indices_stride_w,
+):
+    """grad_out at output (oh, ow) where the forward's index there names `position` (int64), else 0;
+    the gradient is loaded only where it is used. A max-pool window spanning an input may still have
+    picked another element (or stepped over it, with dilation): the index decides."""
+    index = _load_at(indices_plane, oh, ow, indices_stride_h, indices_stride_w, ok, -1)
+    return _load_at(grad_out_plane, oh, ow, grad_out_stride_h, grad_out_stride_w, index == position, 0.0)
 
 
 @triton.jit
@@ -154,12 +209,10 @@ def _max_pool2d_fwd_kernel(
         ih * W + iw of the chosen tap (may be None otherwise).
     stride_h/w, pad_h/w, dil_h/w: window geometry; KH, KW: kernel size, unrolled.
     """
-    n, c, p, tile_mask = _tile(C, OH * OW, num_c_blocks, CHANNELS_LAST, BLOCK_C, BLOCK_P)
-    oh = p // OW
-    ow = p % OW
+    n, c, oh, ow, tile_mask = _tile(C, OH, OW, num_c_blocks, CHANNELS_LAST, BLOCK_C, BLOCK_P)
     h_start = oh * stride_h - pad_h
     w_start = ow * stride_w - pad_w
-    x_plane = x_ptr + n * x_stride_n + c.to(tl.int64) * x_stride_c
+    x_plane = _plane(x_ptr, n, c, x_stride_n, x_stride_c)
 
     best = tl.full(tile_mask.shape, float("-inf"), ACC_DTYPE)
     # ATen's starting index: the first tap at or after 0 along each axis. It is in bounds unless
@@ -173,17 +226,11 @@ def _max_pool2d_fwd_kernel(
         for kw in tl.static_range(KW):
             iw = w_start + kw * dil_w
             ok = row_ok & (iw >= 0) & (iw < W)
-            v = tl.load(x_plane + _spatial_offset(ih, iw, x_stride_h, x_stride_w), mask=ok, other=float("-inf"))
-            v = v.to(ACC_DTYPE)
-            # ATen's rule: a NaN always wins (so NaN propagates and the last NaN's index is reported)
-            # and ties keep the first maximum. Skipped taps load -inf, which never wins.
-            take = (v > best) | (v != v)
-            if COMPUTE_INDICES:
-                best_index = tl.where(take, ih.to(tl.int64) * W + iw, best_index)
-            best = tl.where(take, v, best)
+            v = _load_at(x_plane, ih, iw, x_stride_h, x_stride_w, ok, float("-inf")).to(ACC_DTYPE)
+            best, best_index = _max_step(best, best_index, v, ih.to(tl.int64) * W + iw, COMPUTE_INDICES)
 
-    out_offset = n * out_stride_n + c.to(tl.int64) * out_stride_c + _spatial_offset(oh, ow, out_stride_h, out_stride_w)
-    tl.store(out_ptr + out_offset, best.to(out_ptr.dtype.element_ty), mask=tile_mask)
+    out_offset = _offset(n, c, oh, ow, out_stride_n, out_stride_c, out_stride_h, out_stride_w)
+    _store_converted(out_ptr, out_offset, best, tile_mask)
     if COMPUTE_INDICES:
         tl.store(indices_ptr + out_offset, best_index, mask=tile_mask)
 
@@ -206,13 +253,11 @@ def _max_pool2d_bwd_kernel(
     MAX_OUT_H/W: most outputs along h/w whose dilated window can span one input, cdiv(span, stride);
         the candidate loops are unrolled to that bound and masked per position.
     """
-    n, c, p, tile_mask = _tile(C, H * W, num_c_blocks, CHANNELS_LAST, BLOCK_C, BLOCK_P)
-    ih = p // W
-    iw = p % W
+    n, c, ih, iw, tile_mask = _tile(C, H, W, num_c_blocks, CHANNELS_LAST, BLOCK_C, BLOCK_P)
     oh_first, oh_stop = _covering_outputs(ih, pad_h, (KH - 1) * dil_h + 1, stride_h, OH)
     ow_first, ow_stop = _covering_outputs(iw, pad_w, (KW - 1) * dil_w + 1, stride_w, OW)
-    grad_out_plane = grad_out_ptr + n * grad_out_stride_n + c.to(tl.int64) * grad_out_stride_c
-    indices_plane = indices_ptr + n * indices_stride_n + c.to(tl.int64) * indices_stride_c
+    grad_out_plane = _plane(grad_out_ptr, n, c, grad_out_stride_n, grad_out_stride_c)
+    indices_plane = _plane(indices_ptr, n, c, indices_stride_n, indices_stride_c)
     position = ih.to(tl.int64) * W + iw
 
     acc = tl.zeros(tile_mask.shape, ACC_DTYPE)
@@ -221,18 +266,14 @@ def _max_pool2d_bwd_kernel(
         row_ok = tile_mask & (oh < oh_stop)
         for j in tl.static_range(MAX_OUT_W):
             ow = ow_first + j
-            ok = row_ok & (ow < ow_stop)
-            # A window spanning the input may still step over it (dilation); the index decides.
-            index_offset = _spatial_offset(oh, ow, indices_stride_h, indices_stride_w)
-            index = tl.load(indices_plane + index_offset, mask=ok, other=-1)
-            hit = index == position
-            grad_offset = _spatial_offset(oh, ow, grad_out_stride_h, grad_out_stride_w)
-            grad = tl.load(grad_out_plane + grad_offset, mask=hit, other=0.0)
+            grad = _routed_grad(
+                grad_out_plane, indices_plane, oh, ow, row_ok & (ow < ow_stop), position,
+                grad_out_stride_h, grad_out_stride_w, indices_stride_h, indices_stride_w,
+            )
             acc += grad.to(ACC_DTYPE)
 
-    grad_in_offset = (n * grad_in_stride_n + c.to(tl.int64) * grad_in_stride_c
-                      + _spatial_offset(ih, iw, grad_in_stride_h, grad_in_stride_w))
-    tl.store(grad_in_ptr + grad_in_offset, acc.to(grad_in_ptr.dtype.element_ty), mask=tile_mask)
+    grad_in_offset = _offset(n, c, ih, iw, grad_in_stride_n, grad_in_stride_c, grad_in_stride_h, grad_in_stride_w)
+    _store_converted(grad_in_ptr, grad_in_offset, acc, tile_mask)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -256,12 +297,10 @@ def _avg_pool2d_fwd_kernel(
     divisor_override: the divisor when HAS_DIVISOR_OVERRIDE (ignored otherwise);
     COUNT_INCLUDE_PAD: divide by the padded window size instead of the in-bounds one.
     """
-    n, c, p, tile_mask = _tile(C, OH * OW, num_c_blocks, CHANNELS_LAST, BLOCK_C, BLOCK_P)
-    oh = p // OW
-    ow = p % OW
+    n, c, oh, ow, tile_mask = _tile(C, OH, OW, num_c_blocks, CHANNELS_LAST, BLOCK_C, BLOCK_P)
     h_start = oh * stride_h - pad_h
     w_start = ow * stride_w - pad_w
-    x_plane = x_ptr + n * x_stride_n + c.to(tl.int64) * x_stride_c
+    x_plane = _plane(x_ptr, n, c, x_stride_n, x_stride_c)
 
     acc = tl.zeros(tile_mask.shape, ACC_DTYPE)
     for kh in tl.static_range(KH):
@@ -270,15 +309,14 @@ def _avg_pool2d_fwd_kernel(
         for kw in tl.static_range(KW):
             iw = w_start + kw
             ok = row_ok & (iw >= 0) & (iw < W)
-            acc += tl.load(x_plane + _spatial_offset(ih, iw, x_stride_h, x_stride_w), mask=ok, other=0.0).to(ACC_DTYPE)
+            acc += _load_at(x_plane, ih, iw, x_stride_h, x_stride_w, ok, 0.0).to(ACC_DTYPE)
 
     divisor, window_empty = _avg_pool2d_divisor(
         h_start, w_start, H, W, pad_h, pad_w, divisor_override, KH, KW, COUNT_INCLUDE_PAD, HAS_DIVISOR_OVERRIDE
     )
     average = tl.where(window_empty, 0.0, acc / divisor.to(ACC_DTYPE))
-
-    out_offset = n * out_stride_n + c.to(tl.int64) * out_stride_c + _spatial_offset(oh, ow, out_stride_h, out_stride_w)
-    tl.store(out_ptr + out_offset, average.to(out_ptr.dtype.element_ty), mask=tile_mask)
+    out_offset = _offset(n, c, oh, ow, out_stride_n, out_stride_c, out_stride_h, out_stride_w)
+    _store_converted(out_ptr, out_offset, average, tile_mask)
 
 
 @triton.jit
@@ -298,15 +336,13 @@ def _avg_pool2d_bwd_kernel(
         the forward, which fixes the divisors.
     MAX_OUT_H/W: most outputs along h/w whose window can contain one input, cdiv(kernel, stride).
     """
-    n, c, p, tile_mask = _tile(C, H * W, num_c_blocks, CHANNELS_LAST, BLOCK_C, BLOCK_P)
-    ih = p // W
-    iw = p % W
+    n, c, ih, iw, tile_mask = _tile(C, H, W, num_c_blocks, CHANNELS_LAST, BLOCK_C, BLOCK_P)
     # Without dilation every output in these ranges has the input inside its window: the range
     # bounds are exactly "window start <= input < window start + kernel", and an input inside the
     # tensor is never cut off by the padding edge.
     oh_first, oh_stop = _covering_outputs(ih, pad_h, KH, stride_h, OH)
     ow_first, ow_stop = _covering_outputs(iw, pad_w, KW, stride_w, OW)
-    grad_out_plane = grad_out_ptr + n * grad_out_stride_n + c.to(tl.int64) * grad_out_stride_c
+    grad_out_plane = _plane(grad_out_ptr, n, c, grad_out_stride_n, grad_out_stride_c)
 
     acc = tl.zeros(tile_mask.shape, ACC_DTYPE)
     for i in tl.static_range(MAX_OUT_H):
@@ -314,18 +350,15 @@ def _avg_pool2d_bwd_kernel(
         row_ok = tile_mask & (oh < oh_stop)
         for j in tl.static_range(MAX_OUT_W):
             ow = ow_first + j
-            ok = row_ok & (ow < ow_stop)
-            grad_offset = _spatial_offset(oh, ow, grad_out_stride_h, grad_out_stride_w)
-            grad = tl.load(grad_out_plane + grad_offset, mask=ok, other=0.0)
+            grad = _load_at(grad_out_plane, oh, ow, grad_out_stride_h, grad_out_stride_w, row_ok & (ow < ow_stop), 0.0)
             divisor, _ = _avg_pool2d_divisor(
                 oh * stride_h - pad_h, ow * stride_w - pad_w, H, W, pad_h, pad_w, divisor_override,
                 KH, KW, COUNT_INCLUDE_PAD, HAS_DIVISOR_OVERRIDE,
             )
             acc += grad.to(ACC_DTYPE) / divisor.to(ACC_DTYPE)
 
-    grad_in_offset = (n * grad_in_stride_n + c.to(tl.int64) * grad_in_stride_c
-                      + _spatial_offset(ih, iw, grad_in_stride_h, grad_in_stride_w))
-    tl.store(grad_in_ptr + grad_in_offset, acc.to(grad_in_ptr.dtype.element_ty), mask=tile_mask)
+    grad_in_offset = _offset(n, c, ih, iw, grad_in_stride_n, grad_in_stride_c, grad_in_stride_h, grad_in_stride_w)
+    _store_converted(grad_in_ptr, grad_in_offset, acc, tile_mask)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -347,12 +380,10 @@ def _adaptive_avg_pool2d_fwd_kernel(
     max_window_h/w: the largest window extent along h/w, the (runtime) bound of the tap loops; taps
         past a position's own window end are masked.
     """
-    n, c, p, tile_mask = _tile(C, OH * OW, num_c_blocks, CHANNELS_LAST, BLOCK_C, BLOCK_P)
-    oh = p // OW
-    ow = p % OW
+    n, c, oh, ow, tile_mask = _tile(C, OH, OW, num_c_blocks, CHANNELS_LAST, BLOCK_C, BLOCK_P)
     h_start, h_end = _adaptive_range(oh, OH, H)
     w_start, w_end = _adaptive_range(ow, OW, W)
-    x_plane = x_ptr + n * x_stride_n + c.to(tl.int64) * x_stride_c
+    x_plane = _plane(x_ptr, n, c, x_stride_n, x_stride_c)
 
     acc = tl.zeros(tile_mask.shape, ACC_DTYPE)
     for i in range(max_window_h):
@@ -360,12 +391,11 @@ def _adaptive_avg_pool2d_fwd_kernel(
         row_ok = tile_mask & (ih < h_end)
         for j in range(max_window_w):
             iw = w_start + j
-            ok = row_ok & (iw < w_end)
-            acc += tl.load(x_plane + _spatial_offset(ih, iw, x_stride_h, x_stride_w), mask=ok, other=0.0).to(ACC_DTYPE)
+            acc += _load_at(x_plane, ih, iw, x_stride_h, x_stride_w, row_ok & (iw < w_end), 0.0).to(ACC_DTYPE)
 
     area = (h_end - h_start) * (w_end - w_start)
-    out_offset = n * out_stride_n + c.to(tl.int64) * out_stride_c + _spatial_offset(oh, ow, out_stride_h, out_stride_w)
-    tl.store(out_ptr + out_offset, (acc / area.to(ACC_DTYPE)).to(out_ptr.dtype.element_ty), mask=tile_mask)
+    out_offset = _offset(n, c, oh, ow, out_stride_n, out_stride_c, out_stride_h, out_stride_w)
+    _store_converted(out_ptr, out_offset, acc / area.to(ACC_DTYPE), tile_mask)
 
 
 @triton.jit
@@ -382,12 +412,10 @@ def _adaptive_avg_pool2d_bwd_kernel(
 
     max_outputs_h/w: the most outputs along h/w containing one input, the (runtime) loop bounds.
     """
-    n, c, p, tile_mask = _tile(C, H * W, num_c_blocks, CHANNELS_LAST, BLOCK_C, BLOCK_P)
-    ih = p // W
-    iw = p % W
+    n, c, ih, iw, tile_mask = _tile(C, H, W, num_c_blocks, CHANNELS_LAST, BLOCK_C, BLOCK_P)
     oh_first, oh_stop = _adaptive_range(ih, H, OH)
     ow_first, ow_stop = _adaptive_range(iw, W, OW)
-    grad_out_plane = grad_out_ptr + n * grad_out_stride_n + c.to(tl.int64) * grad_out_stride_c
+    grad_out_plane = _plane(grad_out_ptr, n, c, grad_out_stride_n, grad_out_stride_c)
 
     acc = tl.zeros(tile_mask.shape, ACC_DTYPE)
     for i in range(max_outputs_h):
@@ -396,17 +424,14 @@ def _adaptive_avg_pool2d_bwd_kernel(
         window_h_start, window_h_end = _adaptive_range(oh, OH, H)
         for j in range(max_outputs_w):
             ow = ow_first + j
-            ok = row_ok & (ow < ow_stop)
             window_w_start, window_w_end = _adaptive_range(ow, OW, W)
             # Every adaptive window holds at least one element, so masked lanes divide safely too.
             area = (window_h_end - window_h_start) * (window_w_end - window_w_start)
-            grad_offset = _spatial_offset(oh, ow, grad_out_stride_h, grad_out_stride_w)
-            grad = tl.load(grad_out_plane + grad_offset, mask=ok, other=0.0)
+            grad = _load_at(grad_out_plane, oh, ow, grad_out_stride_h, grad_out_stride_w, row_ok & (ow < ow_stop), 0.0)
             acc += grad.to(ACC_DTYPE) / area.to(ACC_DTYPE)
 
-    grad_in_offset = (n * grad_in_stride_n + c.to(tl.int64) * grad_in_stride_c
-                      + _spatial_offset(ih, iw, grad_in_stride_h, grad_in_stride_w))
-    tl.store(grad_in_ptr + grad_in_offset, acc.to(grad_in_ptr.dtype.element_ty), mask=tile_mask)
+    grad_in_offset = _offset(n, c, ih, iw, grad_in_stride_n, grad_in_stride_c, grad_in_stride_h, grad_in_stride_w)
+    _store_converted(grad_in_ptr, grad_in_offset, acc, tile_mask)
 
 
 @triton.jit
@@ -425,33 +450,25 @@ def _adaptive_max_pool2d_fwd_kernel(
         ih * W + iw of the chosen element (may be None otherwise).
     max_window_h/w: the largest window extent along h/w, the (runtime) bound of the tap loops.
     """
-    n, c, p, tile_mask = _tile(C, OH * OW, num_c_blocks, CHANNELS_LAST, BLOCK_C, BLOCK_P)
-    oh = p // OW
-    ow = p % OW
+    n, c, oh, ow, tile_mask = _tile(C, OH, OW, num_c_blocks, CHANNELS_LAST, BLOCK_C, BLOCK_P)
     h_start, h_end = _adaptive_range(oh, OH, H)
     w_start, w_end = _adaptive_range(ow, OW, W)
-    x_plane = x_ptr + n * x_stride_n + c.to(tl.int64) * x_stride_c
+    x_plane = _plane(x_ptr, n, c, x_stride_n, x_stride_c)
 
     best = tl.full(tile_mask.shape, float("-inf"), ACC_DTYPE)
-    best_index = tl.full(tile_mask.shape, -1, tl.int64)
+    # Adaptive windows are never empty, and start inside the input: an all -inf window reports its
+    # first element, as in ATen.
+    best_index = tl.broadcast_to(h_start * W + w_start, tile_mask.shape)
     for i in range(max_window_h):
         ih = h_start + i
         row_ok = tile_mask & (ih < h_end)
         for j in range(max_window_w):
             iw = w_start + j
-            ok = row_ok & (iw < w_end)
-            v = tl.load(x_plane + _spatial_offset(ih, iw, x_stride_h, x_stride_w), mask=ok, other=float("-inf"))
-            v = v.to(ACC_DTYPE)
-            # Same rule as max pooling: NaN wins, ties keep the first maximum, and the window's first
-            # element is taken unconditionally so an all -inf window still reports a position.
-            take = (v > best) | (v != v)
-            if COMPUTE_INDICES:
-                take = ok & (take | (best_index < 0))
-                best_index = tl.where(take, ih * W + iw, best_index)
-            best = tl.where(take, v, best)
+            v = _load_at(x_plane, ih, iw, x_stride_h, x_stride_w, row_ok & (iw < w_end), float("-inf"))
+            best, best_index = _max_step(best, best_index, v.to(ACC_DTYPE), ih * W + iw, COMPUTE_INDICES)
 
-    out_offset = n * out_stride_n + c.to(tl.int64) * out_stride_c + _spatial_offset(oh, ow, out_stride_h, out_stride_w)
-    tl.store(out_ptr + out_offset, best.to(out_ptr.dtype.element_ty), mask=tile_mask)
+    out_offset = _offset(n, c, oh, ow, out_stride_n, out_stride_c, out_stride_h, out_stride_w)
+    _store_converted(out_ptr, out_offset, best, tile_mask)
     if COMPUTE_INDICES:
         tl.store(indices_ptr + out_offset, best_index, mask=tile_mask)
 
@@ -472,13 +489,11 @@ def _adaptive_max_pool2d_bwd_kernel(
     indices_ptr: the forward's int64 indices (ih * W + iw per output), with their own strides.
     max_outputs_h/w: the most outputs along h/w containing one input, the (runtime) loop bounds.
     """
-    n, c, p, tile_mask = _tile(C, H * W, num_c_blocks, CHANNELS_LAST, BLOCK_C, BLOCK_P)
-    ih = p // W
-    iw = p % W
+    n, c, ih, iw, tile_mask = _tile(C, H, W, num_c_blocks, CHANNELS_LAST, BLOCK_C, BLOCK_P)
     oh_first, oh_stop = _adaptive_range(ih, H, OH)
     ow_first, ow_stop = _adaptive_range(iw, W, OW)
-    grad_out_plane = grad_out_ptr + n * grad_out_stride_n + c.to(tl.int64) * grad_out_stride_c
-    indices_plane = indices_ptr + n * indices_stride_n + c.to(tl.int64) * indices_stride_c
+    grad_out_plane = _plane(grad_out_ptr, n, c, grad_out_stride_n, grad_out_stride_c)
+    indices_plane = _plane(indices_ptr, n, c, indices_stride_n, indices_stride_c)
     position = ih.to(tl.int64) * W + iw
 
     acc = tl.zeros(tile_mask.shape, ACC_DTYPE)
@@ -487,17 +502,14 @@ def _adaptive_max_pool2d_bwd_kernel(
         row_ok = tile_mask & (oh < oh_stop)
         for j in range(max_outputs_w):
             ow = ow_first + j
-            ok = row_ok & (ow < ow_stop)
-            index_offset = _spatial_offset(oh, ow, indices_stride_h, indices_stride_w)
-            index = tl.load(indices_plane + index_offset, mask=ok, other=-1)
-            hit = index == position
-            grad_offset = _spatial_offset(oh, ow, grad_out_stride_h, grad_out_stride_w)
-            grad = tl.load(grad_out_plane + grad_offset, mask=hit, other=0.0)
+            grad = _routed_grad(
+                grad_out_plane, indices_plane, oh, ow, row_ok & (ow < ow_stop), position,
+                grad_out_stride_h, grad_out_stride_w, indices_stride_h, indices_stride_w,
+            )
             acc += grad.to(ACC_DTYPE)
 
-    grad_in_offset = (n * grad_in_stride_n + c.to(tl.int64) * grad_in_stride_c
-                      + _spatial_offset(ih, iw, grad_in_stride_h, grad_in_stride_w))
-    tl.store(grad_in_ptr + grad_in_offset, acc.to(grad_in_ptr.dtype.element_ty), mask=tile_mask)
+    grad_in_offset = _offset(n, c, ih, iw, grad_in_stride_n, grad_in_stride_c, grad_in_stride_h, grad_in_stride_w)
+    _store_converted(grad_in_ptr, grad_in_offset, acc, tile_mask)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -531,6 +543,39 @@ def _launch_config(N, C, P, channels_last):
     return dict(BLOCK_C=block_c, BLOCK_P=block_p, CHANNELS_LAST=channels_last), num_c_blocks, grid
 
 
+def _launch(kernel, x, OH, OW, P, pointers, strided, geometry, **constexprs):
+    """Runs `kernel` over the N x C x P tile space of input x's pooling: P is OH * OW for forwards
+    (programs own outputs), H * W for backwards (programs own inputs). Passes the arguments every
+    kernel shares: `pointers`, then C, H, W, OH, OW and num_c_blocks, then the strides of each
+    tensor in `strided`, then the op's `geometry` values, and as constexprs ACC_DTYPE, the tile and
+    `constexprs`."""
+    N, C, H, W = x.shape
+    tile, num_c_blocks, grid = _launch_config(N, C, P, _layout(x)[1])
+    strides = [s for t in strided for s in t.stride()]
+    kernel[grid](
+        *pointers, C, H, W, OH, OW, num_c_blocks, *strides, *geometry,
+        ACC_DTYPE=_acc_dtype(x.dtype), **tile, **constexprs,
+    )
+
+
+def _pooled_output(x, OH, OW, dtype=None):
+    """Uninitialised (N, C, OH, OW) result for input x, in x's suggested memory format."""
+    return torch.empty(
+        (*x.shape[:2], OH, OW), dtype=dtype or x.dtype, device=x.device, memory_format=_layout(x)[0]
+    )
+
+
+def _pooled_indices(x, OH, OW, compute_indices):
+    """Index result: int64 in the output's layout, or empty when compute_indices=False (inference
+    never writes int64 indices)."""
+    return _pooled_output(x, OH, OW, torch.int64) if compute_indices else x.new_empty(0, dtype=torch.int64)
+
+
+def _grad_input(x):
+    """Uninitialised gradient for input x, in x's suggested memory format."""
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=_layout(x)[0])
+
+
 @functools.lru_cache(maxsize=1024)
 def _max_adaptive_extent(from_size, to_size):
     """Longest _adaptive_range(i, from_size, to_size) over i < from_size: the widest adaptive window
@@ -539,30 +584,19 @@ def _max_adaptive_extent(from_size, to_size):
     return max(-((-(i + 1) * to_size) // from_size) - (i * to_size) // from_size for i in range(from_size))
 
 
-def _empty_indices(x):
-    """Index result when compute_indices=False: inference never writes int64 indices."""
-    return x.new_empty(0, dtype=torch.int64)
-
-
 def max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode, compute_indices):
     """(out, indices) of F.max_pool2d; indices is empty unless compute_indices."""
     N, C, H, W = x.shape
     OH = pooled_size(H, kernel_size[0], padding[0], stride[0], dilation[0], ceil_mode)
     OW = pooled_size(W, kernel_size[1], padding[1], stride[1], dilation[1], ceil_mode)
-    fmt, channels_last = _layout(x)
-    out = torch.empty((N, C, OH, OW), dtype=x.dtype, device=x.device, memory_format=fmt)
-    indices = (torch.empty((N, C, OH, OW), dtype=torch.int64, device=x.device, memory_format=fmt)
-               if compute_indices else _empty_indices(x))
+    out = _pooled_output(x, OH, OW)
+    indices = _pooled_indices(x, OH, OW, compute_indices)
     if N == 0:
         return out, indices
-    tile, num_c_blocks, grid = _launch_config(N, C, OH * OW, channels_last)
-    _max_pool2d_fwd_kernel[grid](
-        x, out, indices if compute_indices else None,
-        C, H, W, OH, OW, num_c_blocks,
-        *x.stride(), *out.stride(),
-        *stride, *padding, *dilation,
+    _launch(
+        _max_pool2d_fwd_kernel, x, OH, OW, OH * OW,
+        (x, out, indices if compute_indices else None), (x, out), (*stride, *padding, *dilation),
         KH=kernel_size[0], KW=kernel_size[1], COMPUTE_INDICES=compute_indices,
-        ACC_DTYPE=_acc_dtype(x.dtype), **tile,
     )
     return out, indices
 
@@ -570,22 +604,16 @@ def max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode, compute_ind
 def max_pool2d_backward(grad_output, x, indices, kernel_size, stride, padding, dilation, ceil_mode):
     """Gradient of max_pool2d with respect to x, routed through the forward's indices."""
     N, C, H, W = x.shape
-    OH, OW = grad_output.shape[2:]
-    fmt, channels_last = _layout(x)
-    grad_input = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=fmt)
+    grad_input = _grad_input(x)
     if N == 0:
         return grad_input
     span_h = (kernel_size[0] - 1) * dilation[0] + 1
     span_w = (kernel_size[1] - 1) * dilation[1] + 1
-    tile, num_c_blocks, grid = _launch_config(N, C, H * W, channels_last)
-    _max_pool2d_bwd_kernel[grid](
-        grad_output, indices, grad_input,
-        C, H, W, OH, OW, num_c_blocks,
-        *grad_output.stride(), *indices.stride(), *grad_input.stride(),
-        *stride, *padding, *dilation,
+    _launch(
+        _max_pool2d_bwd_kernel, x, *grad_output.shape[2:], H * W,
+        (grad_output, indices, grad_input), (grad_output, indices, grad_input), (*stride, *padding, *dilation),
         KH=kernel_size[0], KW=kernel_size[1],
         MAX_OUT_H=triton.cdiv(span_h, stride[0]), MAX_OUT_W=triton.cdiv(span_w, stride[1]),
-        ACC_DTYPE=_acc_dtype(x.dtype), **tile,
     )
     return grad_input
 
@@ -595,18 +623,14 @@ def avg_pool2d(x, kernel_size, stride, padding, ceil_mode, count_include_pad, di
     N, C, H, W = x.shape
     OH = pooled_size(H, kernel_size[0], padding[0], stride[0], 1, ceil_mode)
     OW = pooled_size(W, kernel_size[1], padding[1], stride[1], 1, ceil_mode)
-    fmt, channels_last = _layout(x)
-    out = torch.empty((N, C, OH, OW), dtype=x.dtype, device=x.device, memory_format=fmt)
+    out = _pooled_output(x, OH, OW)
     if N == 0:
         return out
-    tile, num_c_blocks, grid = _launch_config(N, C, OH * OW, channels_last)
-    _avg_pool2d_fwd_kernel[grid](
-        x, out,
-        C, H, W, OH, OW, num_c_blocks,
-        *x.stride(), *out.stride(),
-        *stride, *padding, 0 if divisor_override is None else divisor_override,
+    _launch(
+        _avg_pool2d_fwd_kernel, x, OH, OW, OH * OW,
+        (x, out), (x, out), (*stride, *padding, 0 if divisor_override is None else divisor_override),
         KH=kernel_size[0], KW=kernel_size[1], COUNT_INCLUDE_PAD=count_include_pad,
-        HAS_DIVISOR_OVERRIDE=divisor_override is not None, ACC_DTYPE=_acc_dtype(x.dtype), **tile,
+        HAS_DIVISOR_OVERRIDE=divisor_override is not None,
     )
     return out
 
@@ -614,21 +638,16 @@ def avg_pool2d(x, kernel_size, stride, padding, ceil_mode, count_include_pad, di
 def avg_pool2d_backward(grad_output, x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
     """Gradient of avg_pool2d with respect to x."""
     N, C, H, W = x.shape
-    OH, OW = grad_output.shape[2:]
-    fmt, channels_last = _layout(x)
-    grad_input = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=fmt)
+    grad_input = _grad_input(x)
     if N == 0:
         return grad_input
-    tile, num_c_blocks, grid = _launch_config(N, C, H * W, channels_last)
-    _avg_pool2d_bwd_kernel[grid](
-        grad_output, grad_input,
-        C, H, W, OH, OW, num_c_blocks,
-        *grad_output.stride(), *grad_input.stride(),
-        *stride, *padding, 0 if divisor_override is None else divisor_override,
+    _launch(
+        _avg_pool2d_bwd_kernel, x, *grad_output.shape[2:], H * W,
+        (grad_output, grad_input), (grad_output, grad_input),
+        (*stride, *padding, 0 if divisor_override is None else divisor_override),
         KH=kernel_size[0], KW=kernel_size[1],
         MAX_OUT_H=triton.cdiv(kernel_size[0], stride[0]), MAX_OUT_W=triton.cdiv(kernel_size[1], stride[1]),
         COUNT_INCLUDE_PAD=count_include_pad, HAS_DIVISOR_OVERRIDE=divisor_override is not None,
-        ACC_DTYPE=_acc_dtype(x.dtype), **tile,
     )
     return grad_input
 
@@ -637,17 +656,12 @@ def adaptive_avg_pool2d(x, output_size):
     """F.adaptive_avg_pool2d."""
     N, C, H, W = x.shape
     OH, OW = output_size
-    fmt, channels_last = _layout(x)
-    out = torch.empty((N, C, OH, OW), dtype=x.dtype, device=x.device, memory_format=fmt)
+    out = _pooled_output(x, OH, OW)
     if N == 0:
         return out
-    tile, num_c_blocks, grid = _launch_config(N, C, OH * OW, channels_last)
-    _adaptive_avg_pool2d_fwd_kernel[grid](
-        x, out,
-        C, H, W, OH, OW, num_c_blocks,
-        *x.stride(), *out.stride(),
-        _max_adaptive_extent(OH, H), _max_adaptive_extent(OW, W),
-        ACC_DTYPE=_acc_dtype(x.dtype), **tile,
+    _launch(
+        _adaptive_avg_pool2d_fwd_kernel, x, OH, OW, OH * OW,
+        (x, out), (x, out), (_max_adaptive_extent(OH, H), _max_adaptive_extent(OW, W)),
     )
     return out
 
@@ -656,17 +670,13 @@ def adaptive_avg_pool2d_backward(grad_output, x):
     """Gradient of adaptive_avg_pool2d with respect to x."""
     N, C, H, W = x.shape
     OH, OW = grad_output.shape[2:]
-    fmt, channels_last = _layout(x)
-    grad_input = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=fmt)
+    grad_input = _grad_input(x)
     if N == 0:
         return grad_input
-    tile, num_c_blocks, grid = _launch_config(N, C, H * W, channels_last)
-    _adaptive_avg_pool2d_bwd_kernel[grid](
-        grad_output, grad_input,
-        C, H, W, OH, OW, num_c_blocks,
-        *grad_output.stride(), *grad_input.stride(),
-        _max_adaptive_extent(H, OH), _max_adaptive_extent(W, OW),
-        ACC_DTYPE=_acc_dtype(x.dtype), **tile,
+    _launch(
+        _adaptive_avg_pool2d_bwd_kernel, x, OH, OW, H * W,
+        (grad_output, grad_input), (grad_output, grad_input),
+        (_max_adaptive_extent(H, OH), _max_adaptive_extent(W, OW)),
     )
     return grad_input
 
@@ -675,19 +685,15 @@ def adaptive_max_pool2d(x, output_size, compute_indices):
     """(out, indices) of F.adaptive_max_pool2d; indices is empty unless compute_indices."""
     N, C, H, W = x.shape
     OH, OW = output_size
-    fmt, channels_last = _layout(x)
-    out = torch.empty((N, C, OH, OW), dtype=x.dtype, device=x.device, memory_format=fmt)
-    indices = (torch.empty((N, C, OH, OW), dtype=torch.int64, device=x.device, memory_format=fmt)
-               if compute_indices else _empty_indices(x))
+    out = _pooled_output(x, OH, OW)
+    indices = _pooled_indices(x, OH, OW, compute_indices)
     if N == 0:
         return out, indices
-    tile, num_c_blocks, grid = _launch_config(N, C, OH * OW, channels_last)
-    _adaptive_max_pool2d_fwd_kernel[grid](
-        x, out, indices if compute_indices else None,
-        C, H, W, OH, OW, num_c_blocks,
-        *x.stride(), *out.stride(),
-        _max_adaptive_extent(OH, H), _max_adaptive_extent(OW, W),
-        COMPUTE_INDICES=compute_indices, ACC_DTYPE=_acc_dtype(x.dtype), **tile,
+    _launch(
+        _adaptive_max_pool2d_fwd_kernel, x, OH, OW, OH * OW,
+        (x, out, indices if compute_indices else None), (x, out),
+        (_max_adaptive_extent(OH, H), _max_adaptive_extent(OW, W)),
+        COMPUTE_INDICES=compute_indices,
     )
     return out, indices
 
@@ -696,16 +702,12 @@ def adaptive_max_pool2d_backward(grad_output, x, indices):
     """Gradient of adaptive_max_pool2d with respect to x, routed through the forward's indices."""
     N, C, H, W = x.shape
     OH, OW = grad_output.shape[2:]
-    fmt, channels_last = _layout(x)
-    grad_input = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=fmt)
+    grad_input = _grad_input(x)
     if N == 0:
         return grad_input
-    tile, num_c_blocks, grid = _launch_config(N, C, H * W, channels_last)
-    _adaptive_max_pool2d_bwd_kernel[grid](
-        grad_output, indices, grad_input,
-        C, H, W, OH, OW, num_c_blocks,
-        *grad_output.stride(), *indices.stride(), *grad_input.stride(),
-        _max_adaptive_extent(H, OH), _max_adaptive_extent(W, OW),
-        ACC_DTYPE=_acc_dtype(x.dtype), **tile,
+    _launch(
+        _adaptive_max_pool2d_bwd_kernel, x, OH, OW, H * W,
+        (grad_output, indices, grad_input), (grad_output, indices, grad_input),
+        (_max_adaptive_extent(H, OH), _max_adaptive_extent(W, OW)),
     )
     return grad_input

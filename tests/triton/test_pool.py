@@ -113,6 +113,24 @@ def _check_forward_backward(x, ours_forward, ours_backward, torch_op):
     _check_backward(x, out.shape, ours_backward, torch_op)
 
 
+def _check_max_forward_backward(x, ours_forward, ours_backward, torch_op):
+    """For the max pools, whose forward returns (out, indices): values and indices must equal torch's
+    exactly (NaNs included), and the backward is routed through our indices.
+
+    ours_forward(x) -> (out, indices); ours_backward(grad_output, x, indices); torch_op(x, **kwargs)
+    is the torch function with the op's arguments bound, so it also takes return_indices=True.
+    Returns (out, indices).
+    """
+    out, indices = ours_forward(x)
+    torch_out, torch_indices = torch_op(x, return_indices=True)
+    torch.testing.assert_close(out, torch_out, rtol=0, atol=0, equal_nan=True)
+    assert torch.equal(indices, torch_indices)
+    _assert_layout(out, x)
+    _assert_layout(indices, x)
+    _check_backward(x, out.shape, lambda grad_output, x: ours_backward(grad_output, x, indices), torch_op)
+    return out, indices
+
+
 # --------------------------------------------------------------------------------------------------
 # Output size
 # --------------------------------------------------------------------------------------------------
@@ -155,22 +173,12 @@ MAX_CONFIGS = [
 @pytest.mark.parametrize("config", MAX_CONFIGS, ids=lambda c: "-".join(map(str, c)))
 @pytest.mark.parametrize("dtype, layout", DTYPES_AND_LAYOUTS)
 def test_max_pool2d(config, layout, dtype):
-    H, W, kernel_size, stride, padding, dilation, ceil_mode = config
-    x = _make_input((2, 3, H, W), dtype, layout)
-    out, indices = pool.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode, True)
-    torch_out, torch_indices = F.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode, return_indices=True)
-    torch.testing.assert_close(out, torch_out, rtol=0, atol=0)
-    assert torch.equal(indices, torch_indices)
-    _assert_layout(out, x)
-    _assert_layout(indices, x)
-
-    _check_backward(
-        x,
-        out.shape,
-        lambda grad_output, x: pool.max_pool2d_backward(
-            grad_output, x, indices, kernel_size, stride, padding, dilation, ceil_mode
-        ),
-        lambda x: F.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode),
+    H, W, *args = config
+    _check_max_forward_backward(
+        _make_input((2, 3, H, W), dtype, layout),
+        lambda x: pool.max_pool2d(x, *args, True),
+        lambda grad_output, x, indices: pool.max_pool2d_backward(grad_output, x, indices, *args),
+        lambda x, **kwargs: F.max_pool2d(x, *args, **kwargs),
     )
 
 
@@ -181,17 +189,14 @@ def test_max_pool2d_nan_and_neg_inf(layout):
     # several per window often enough to check that the last NaN's index is reported.
     x[:, :, :5, :5] = -math.inf
     x.masked_fill_(torch.rand(x.shape, device=DEVICE) < 0.15, math.nan)
-    for kernel_size, stride, padding, dilation in [([3, 3], [2, 2], [1, 1], [1, 1]), ([3, 2], [1, 2], [1, 1], [2, 1])]:
-        out, indices = pool.max_pool2d(x, kernel_size, stride, padding, dilation, False, True)
-        torch_out, torch_indices = F.max_pool2d(x, kernel_size, stride, padding, dilation, return_indices=True)
+    for window in [([3, 3], [2, 2], [1, 1], [1, 1]), ([3, 2], [1, 2], [1, 1], [2, 1])]:
+        out, _ = _check_max_forward_backward(
+            x,
+            lambda x: pool.max_pool2d(x, *window, False, True),
+            lambda grad_output, x, indices: pool.max_pool2d_backward(grad_output, x, indices, *window, False),
+            lambda x, **kwargs: F.max_pool2d(x, *window, **kwargs),
+        )
         assert out.isnan().any() and (out == -math.inf).any()
-        torch.testing.assert_close(out, torch_out, rtol=0, atol=0, equal_nan=True)
-        assert torch.equal(indices, torch_indices)
-
-        grad_output = _make_grad_output(out.shape, x.dtype)
-        grad_input = pool.max_pool2d_backward(grad_output, x, indices, kernel_size, stride, padding, dilation, False)
-        expected = _torch_grad(lambda t: F.max_pool2d(t, kernel_size, stride, padding, dilation), x, grad_output)
-        torch.testing.assert_close(grad_input, expected)
 
 
 def test_max_pool2d_ties_keep_first_maximum():
@@ -271,19 +276,11 @@ def test_adaptive_avg_pool2d(config, layout, dtype):
 @pytest.mark.parametrize("dtype, layout", DTYPES_AND_LAYOUTS)
 def test_adaptive_max_pool2d(config, layout, dtype):
     H, W, output_size = config
-    x = _make_input((2, 3, H, W), dtype, layout)
-    out, indices = pool.adaptive_max_pool2d(x, output_size, True)
-    torch_out, torch_indices = F.adaptive_max_pool2d(x, output_size, return_indices=True)
-    torch.testing.assert_close(out, torch_out, rtol=0, atol=0)
-    assert torch.equal(indices, torch_indices)
-    _assert_layout(out, x)
-    _assert_layout(indices, x)
-
-    _check_backward(
-        x,
-        out.shape,
-        lambda grad_output, x: pool.adaptive_max_pool2d_backward(grad_output, x, indices),
-        lambda x: F.adaptive_max_pool2d(x, output_size),
+    _check_max_forward_backward(
+        _make_input((2, 3, H, W), dtype, layout),
+        lambda x: pool.adaptive_max_pool2d(x, output_size, True),
+        pool.adaptive_max_pool2d_backward,
+        lambda x, **kwargs: F.adaptive_max_pool2d(x, output_size, **kwargs),
     )
 
 
@@ -293,16 +290,13 @@ def test_adaptive_max_pool2d_nan_and_neg_inf(layout):
     x[:, :, :6, :6] = -math.inf
     x.masked_fill_(torch.rand(x.shape, device=DEVICE) < 0.15, math.nan)
     for output_size in ([4, 3], [5, 5]):
-        out, indices = pool.adaptive_max_pool2d(x, output_size, True)
-        torch_out, torch_indices = F.adaptive_max_pool2d(x, output_size, return_indices=True)
+        out, _ = _check_max_forward_backward(
+            x,
+            lambda x: pool.adaptive_max_pool2d(x, output_size, True),
+            pool.adaptive_max_pool2d_backward,
+            lambda x, **kwargs: F.adaptive_max_pool2d(x, output_size, **kwargs),
+        )
         assert out.isnan().any() and (out == -math.inf).any()
-        torch.testing.assert_close(out, torch_out, rtol=0, atol=0, equal_nan=True)
-        assert torch.equal(indices, torch_indices)
-
-        grad_output = _make_grad_output(out.shape, x.dtype)
-        grad_input = pool.adaptive_max_pool2d_backward(grad_output, x, indices)
-        expected = _torch_grad(lambda t: F.adaptive_max_pool2d(t, output_size), x, grad_output)
-        torch.testing.assert_close(grad_input, expected)
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
@@ -356,15 +350,12 @@ def test_backward_with_broadcast_grad_output(layout):
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_float64(layout):
     x = _make_input((2, 3, 9, 7), torch.float64, layout)
-    out, indices = pool.max_pool2d(x, [3, 2], [2, 1], [1, 1], [2, 1], True, True)
-    torch_out, torch_indices = F.max_pool2d(x, [3, 2], [2, 1], [1, 1], [2, 1], True, return_indices=True)
-    torch.testing.assert_close(out, torch_out, rtol=0, atol=0)
-    assert torch.equal(indices, torch_indices)
-    _check_backward(
+    max_args = ([3, 2], [2, 1], [1, 1], [2, 1], True)
+    _check_max_forward_backward(
         x,
-        out.shape,
-        lambda g, x: pool.max_pool2d_backward(g, x, indices, [3, 2], [2, 1], [1, 1], [2, 1], True),
-        lambda x: F.max_pool2d(x, [3, 2], [2, 1], [1, 1], [2, 1], True),
+        lambda x: pool.max_pool2d(x, *max_args, True),
+        lambda g, x, indices: pool.max_pool2d_backward(g, x, indices, *max_args),
+        lambda x, **kwargs: F.max_pool2d(x, *max_args, **kwargs),
     )
     avg_args = ([3, 2], [2, 1], [1, 1], True, False, None)
     _check_forward_backward(
@@ -379,15 +370,11 @@ def test_float64(layout):
         pool.adaptive_avg_pool2d_backward,
         lambda x: F.adaptive_avg_pool2d(x, [4, 5]),
     )
-    out, indices = pool.adaptive_max_pool2d(x, [4, 5], True)
-    torch_out, torch_indices = F.adaptive_max_pool2d(x, [4, 5], return_indices=True)
-    torch.testing.assert_close(out, torch_out, rtol=0, atol=0)
-    assert torch.equal(indices, torch_indices)
-    _check_backward(
+    _check_max_forward_backward(
         x,
-        out.shape,
-        lambda g, x: pool.adaptive_max_pool2d_backward(g, x, indices),
-        lambda x: F.adaptive_max_pool2d(x, [4, 5]),
+        lambda x: pool.adaptive_max_pool2d(x, [4, 5], True),
+        pool.adaptive_max_pool2d_backward,
+        lambda x, **kwargs: F.adaptive_max_pool2d(x, [4, 5], **kwargs),
     )
 
 
