@@ -23,24 +23,12 @@ struct AdaptiveAvgPool2dForward {
 
   C10_HOST_DEVICE void operator()(index_t linear) const {
     const Position<index_t> pos = position_of<kChannelsLast, kLanes>(linear, p.C, p.OH, p.OW);
-    const index_t h_begin = adaptive_begin(pos.y, p.H, p.OH);
-    const index_t h_end = adaptive_end(pos.y, p.H, p.OH);
-    const index_t w_begin = adaptive_begin(pos.x, p.W, p.OW);
-    const index_t w_end = adaptive_end(pos.x, p.W, p.OW);
-    const PlaneView<index_t> in = plane_view<kChannelsLast>(pos, p.C, p.H, p.W);
+    const Span<index_t> rows = adaptive_span(pos.y, p.H, p.OH);
+    const Span<index_t> cols = adaptive_span(pos.x, p.W, p.OW);
     acc sum[kLanes] = {};
-    for (index_t ih = h_begin; ih < h_end; ++ih) {
-      for (index_t iw = w_begin; iw < w_end; ++iw) {
-        scalar_t tap[kLanes];
-        load_lanes(input + in.offset(ih, iw), tap);
-        BIGKERN_UNROLL
-        for (int lane = 0; lane < kLanes; ++lane) sum[lane] += static_cast<acc>(tap[lane]);
-      }
-    }
+    sum_window(input, plane_view<kChannelsLast>(pos, p.C, p.H, p.W), rows, cols, sum);
     // Adaptive windows are never empty: ceil((o+1)*I/O) > floor(o*I/O).
-    const acc area = static_cast<acc>((h_end - h_begin) * (w_end - w_begin));
-    BIGKERN_UNROLL
-    for (int lane = 0; lane < kLanes; ++lane) sum[lane] /= area;
+    divide_lanes(sum, static_cast<acc>(rows.size() * cols.size()));
     store_rounded(output + plane_view<kChannelsLast>(pos, p.C, p.OH, p.OW).offset(pos.y, pos.x), sum);
   }
 };
@@ -56,70 +44,34 @@ struct AdaptiveAvgPool2dBackward {
 
   C10_HOST_DEVICE void operator()(index_t linear) const {
     const Position<index_t> pos = position_of<kChannelsLast, kLanes>(linear, p.C, p.H, p.W);
-    const index_t oh_begin = adaptive_begin(pos.y, p.OH, p.H);
-    const index_t oh_end = adaptive_end(pos.y, p.OH, p.H);
-    const index_t ow_begin = adaptive_begin(pos.x, p.OW, p.W);
-    const index_t ow_end = adaptive_end(pos.x, p.OW, p.W);
+    const Span<index_t> rows = adaptive_span(pos.y, p.OH, p.H);
+    const Span<index_t> cols = adaptive_span(pos.x, p.OW, p.W);
     const PlaneView<index_t> out = plane_view<kChannelsLast>(pos, p.C, p.OH, p.OW);
 
     acc sum[kLanes] = {};
-    for (index_t oh = oh_begin; oh < oh_end; ++oh) {
-      const index_t window_height = adaptive_end(oh, p.H, p.OH) - adaptive_begin(oh, p.H, p.OH);
-      for (index_t ow = ow_begin; ow < ow_end; ++ow) {
-        const index_t window_width = adaptive_end(ow, p.W, p.OW) - adaptive_begin(ow, p.W, p.OW);
-        const acc area = static_cast<acc>(window_height * window_width);
-        scalar_t grad[kLanes];
-        load_lanes(grad_output + out.offset(oh, ow), grad);
-        BIGKERN_UNROLL
-        for (int lane = 0; lane < kLanes; ++lane) sum[lane] += static_cast<acc>(grad[lane]) / area;
+    for (index_t oh = rows.begin; oh < rows.end; ++oh) {
+      const index_t window_height = adaptive_span(oh, p.H, p.OH).size();
+      for (index_t ow = cols.begin; ow < cols.end; ++ow) {
+        const acc area = static_cast<acc>(window_height * adaptive_span(ow, p.W, p.OW).size());
+        add_divided(grad_output + out.offset(oh, ow), area, sum);
       }
     }
     store_rounded(grad_input + plane_view<kChannelsLast>(pos, p.C, p.H, p.W).offset(pos.y, pos.x), sum);
   }
 };
 
-template <typename scalar_t>
-void launch_adaptive_avg_pool2d_forward(const at::Tensor& input, const at::Tensor& output, const Pool2dGeometry& g) {
-  const bool vectorized = nhwc_vectorizable<scalar_t>(g, {input.const_data_ptr(), output.const_data_ptr()});
-  with_index_type(fits_int32(g, {input.numel(), output.numel()}), [&](auto index_zero) {
-    using index_t = decltype(index_zero);
-    with_layout<scalar_t>(g.channels_last, vectorized, [&](auto channels_last, auto lanes) {
-      using Item =
-          AdaptiveAvgPool2dForward<scalar_t, index_t, decltype(channels_last)::value, decltype(lanes)::value>;
-      launch_work_items(
-          Item{input.const_data_ptr<scalar_t>(), output.mutable_data_ptr<scalar_t>(), pool_params<index_t>(g)},
-          output.numel() / decltype(lanes)::value);
-    });
-  });
-}
-
-template <typename scalar_t>
-void launch_adaptive_avg_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& grad_input,
-                                         const Pool2dGeometry& g) {
-  const bool vectorized = nhwc_vectorizable<scalar_t>(g, {grad_output.const_data_ptr(), grad_input.const_data_ptr()});
-  with_index_type(fits_int32(g, {grad_input.numel(), grad_output.numel()}), [&](auto index_zero) {
-    using index_t = decltype(index_zero);
-    with_layout<scalar_t>(g.channels_last, vectorized, [&](auto channels_last, auto lanes) {
-      using Item =
-          AdaptiveAvgPool2dBackward<scalar_t, index_t, decltype(channels_last)::value, decltype(lanes)::value>;
-      launch_work_items(Item{grad_output.const_data_ptr<scalar_t>(), grad_input.mutable_data_ptr<scalar_t>(),
-                             pool_params<index_t>(g)},
-                        grad_input.numel() / decltype(lanes)::value);
-    });
-  });
-}
-
 at::Tensor adaptive_avg_pool2d_cuda(const at::Tensor& self, c10::IntArrayRef output_size) {
   constexpr const char* kOp = "bigkern::adaptive_avg_pool2d";
   check_cuda(self, kOp, "self");
   const Pool2dGeometry g = adaptive_geometry(self, output_size, kOp);
   const c10::cuda::CUDAGuard device_guard(self.device());
-  const c10::MemoryFormat format = memory_format(g);
-  const at::Tensor input = self.contiguous(format);
-  at::Tensor output = at::empty({g.N, g.C, g.OH, g.OW}, input.options(), format);
+  const at::Tensor input = self.contiguous(memory_format(g));
+  at::Tensor output = empty_pooled(g, input.options());
   if (g.N == 0) return output;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "bigkern::adaptive_avg_pool2d", [&] {
-    launch_adaptive_avg_pool2d_forward<scalar_t>(input, output, g);
+    launch_items<AdaptiveAvgPool2dForward, scalar_t>(
+        g, output, input, {input.const_data_ptr(), output.const_data_ptr()}, input.const_data_ptr<scalar_t>(),
+        output.mutable_data_ptr<scalar_t>());
   });
   return output;
 }
@@ -128,19 +80,18 @@ at::Tensor adaptive_avg_pool2d_backward_cuda(const at::Tensor& grad_output, cons
   constexpr const char* kOp = "bigkern::adaptive_avg_pool2d_backward";
   check_cuda(grad_output, kOp, "grad_output");
   check_cuda(self, kOp, "self");
-  TORCH_CHECK(grad_output.dim() == 4, kOp, ": expected a 4-D grad_output, got ", grad_output.dim(), "-D of shape ",
-              grad_output.sizes());
-  // The output size is not an argument of the backward: grad_output carries it.
-  const Pool2dGeometry g = adaptive_geometry(self, grad_output.sizes().slice(2), kOp);
-  check_grad_output(grad_output, g, self, kOp);
+  const Pool2dGeometry g = adaptive_backward_geometry(grad_output, self, kOp);
   const c10::cuda::CUDAGuard device_guard(self.device());
   const c10::MemoryFormat format = memory_format(g);
   at::Tensor grad_input = at::empty(self.sizes(), self.options(), format);
   if (g.N == 0) return grad_input;
   const at::Tensor grad_output_in_format = grad_output.contiguous(format);
   AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, self.scalar_type(), "bigkern::adaptive_avg_pool2d_backward",
-      [&] { launch_adaptive_avg_pool2d_backward<scalar_t>(grad_output_in_format, grad_input, g); });
+      at::kHalf, at::kBFloat16, self.scalar_type(), "bigkern::adaptive_avg_pool2d_backward", [&] {
+        launch_items<AdaptiveAvgPool2dBackward, scalar_t>(
+            g, grad_input, grad_output_in_format, {grad_output_in_format.const_data_ptr(), grad_input.const_data_ptr()},
+            grad_output_in_format.const_data_ptr<scalar_t>(), grad_input.mutable_data_ptr<scalar_t>());
+      });
   return grad_input;
 }
 

@@ -25,7 +25,8 @@ struct AvgDivisor {
 // what count_include_pad divides by.
 template <typename index_t>
 struct AvgWindow {
-  index_t h_begin, h_end, w_begin, w_end, padded_size;
+  Span<index_t> rows, cols;
+  index_t padded_size;
 };
 
 template <typename index_t>
@@ -34,16 +35,15 @@ C10_HOST_DEVICE inline AvgWindow<index_t> avg_window(index_t oh, index_t ow, con
   const index_t w_start = ow * p.sw - p.pw;
   const index_t h_stop = std::min(h_start + p.kh, p.H + p.ph);
   const index_t w_stop = std::min(w_start + p.kw, p.W + p.pw);
-  return {std::max(h_start, index_t{0}), std::min(h_stop, p.H), std::max(w_start, index_t{0}), std::min(w_stop, p.W),
+  return {{std::max(h_start, index_t{0}), std::min(h_stop, p.H)},
+          {std::max(w_start, index_t{0}), std::min(w_stop, p.W)},
           (h_stop - h_start) * (w_stop - w_start)};
 }
 
 template <typename acc, typename index_t>
 C10_HOST_DEVICE inline acc avg_divisor(const AvgWindow<index_t>& window, const AvgDivisor& divisor) {
   if (divisor.has_override) return static_cast<acc>(divisor.override_value);
-  return static_cast<acc>(divisor.count_include_pad
-                              ? window.padded_size
-                              : (window.h_end - window.h_begin) * (window.w_end - window.w_begin));
+  return static_cast<acc>(divisor.count_include_pad ? window.padded_size : window.rows.size() * window.cols.size());
 }
 
 template <typename scalar_t, typename index_t, bool kChannelsLast, int kLanes>
@@ -53,28 +53,18 @@ struct AvgPool2dForward {
 
   const scalar_t* input;
   scalar_t* output;
-  PoolParams<index_t> p;
   AvgDivisor divisor;
+  PoolParams<index_t> p;
 
   C10_HOST_DEVICE void operator()(index_t linear) const {
     const Position<index_t> pos = position_of<kChannelsLast, kLanes>(linear, p.C, p.OH, p.OW);
     const AvgWindow<index_t> window = avg_window(pos.y, pos.x, p);
-    const PlaneView<index_t> in = plane_view<kChannelsLast>(pos, p.C, p.H, p.W);
     acc sum[kLanes] = {};
-    for (index_t ih = window.h_begin; ih < window.h_end; ++ih) {
-      for (index_t iw = window.w_begin; iw < window.w_end; ++iw) {
-        scalar_t tap[kLanes];
-        load_lanes(input + in.offset(ih, iw), tap);
-        BIGKERN_UNROLL
-        for (int lane = 0; lane < kLanes; ++lane) sum[lane] += static_cast<acc>(tap[lane]);
-      }
-    }
+    sum_window(input, plane_view<kChannelsLast>(pos, p.C, p.H, p.W), window.rows, window.cols, sum);
     // A window entirely in the padding has a clipped area of 0 (0/0 without count_include_pad);
     // torch writes 0 for it.
-    if (window.h_begin < window.h_end && window.w_begin < window.w_end) {
-      const acc window_divisor = avg_divisor<acc>(window, divisor);
-      BIGKERN_UNROLL
-      for (int lane = 0; lane < kLanes; ++lane) sum[lane] /= window_divisor;
+    if (window.rows.begin < window.rows.end && window.cols.begin < window.cols.end) {
+      divide_lanes(sum, avg_divisor<acc>(window, divisor));
     }
     store_rounded(output + plane_view<kChannelsLast>(pos, p.C, p.OH, p.OW).offset(pos.y, pos.x), sum);
   }
@@ -87,28 +77,22 @@ struct AvgPool2dBackward {
 
   const scalar_t* grad_output;
   scalar_t* grad_input;
-  PoolParams<index_t> p;
   AvgDivisor divisor;
+  PoolParams<index_t> p;
 
   C10_HOST_DEVICE void operator()(index_t linear) const {
     const Position<index_t> pos = position_of<kChannelsLast, kLanes>(linear, p.C, p.H, p.W);
     // Every output in these ranges contains the element after clipping too: its span starts at or
     // before the element and ends after it, and clipping cuts only at 0 (at or before any element)
     // and at H and H + ph (W and W + pw), both after any element.
-    const index_t oh_begin = first_window_covering(pos.y, p.ph, p.kh, p.sh);
-    const index_t oh_end = windows_end_covering(pos.y, p.ph, p.sh, p.OH);
-    const index_t ow_begin = first_window_covering(pos.x, p.pw, p.kw, p.sw);
-    const index_t ow_end = windows_end_covering(pos.x, p.pw, p.sw, p.OW);
+    const Span<index_t> rows = covering_windows(pos.y, p.ph, p.kh, p.sh, p.OH);
+    const Span<index_t> cols = covering_windows(pos.x, p.pw, p.kw, p.sw, p.OW);
     const PlaneView<index_t> out = plane_view<kChannelsLast>(pos, p.C, p.OH, p.OW);
 
     acc sum[kLanes] = {};
-    for (index_t oh = oh_begin; oh < oh_end; ++oh) {
-      for (index_t ow = ow_begin; ow < ow_end; ++ow) {
-        const acc window_divisor = avg_divisor<acc>(avg_window(oh, ow, p), divisor);
-        scalar_t grad[kLanes];
-        load_lanes(grad_output + out.offset(oh, ow), grad);
-        BIGKERN_UNROLL
-        for (int lane = 0; lane < kLanes; ++lane) sum[lane] += static_cast<acc>(grad[lane]) / window_divisor;
+    for (index_t oh = rows.begin; oh < rows.end; ++oh) {
+      for (index_t ow = cols.begin; ow < cols.end; ++ow) {
+        add_divided(grad_output + out.offset(oh, ow), avg_divisor<acc>(avg_window(oh, ow, p), divisor), sum);
       }
     }
     store_rounded(grad_input + plane_view<kChannelsLast>(pos, p.C, p.H, p.W).offset(pos.y, pos.x), sum);
@@ -117,36 +101,6 @@ struct AvgPool2dBackward {
 
 AvgDivisor avg_divisor_options(std::optional<int64_t> divisor_override, bool count_include_pad) {
   return {divisor_override.value_or(0), divisor_override.has_value(), count_include_pad};
-}
-
-template <typename scalar_t>
-void launch_avg_pool2d_forward(const at::Tensor& input, const at::Tensor& output, const Pool2dGeometry& g,
-                               const AvgDivisor& divisor) {
-  const bool vectorized = nhwc_vectorizable<scalar_t>(g, {input.const_data_ptr(), output.const_data_ptr()});
-  with_index_type(fits_int32(g, {input.numel(), output.numel()}), [&](auto index_zero) {
-    using index_t = decltype(index_zero);
-    with_layout<scalar_t>(g.channels_last, vectorized, [&](auto channels_last, auto lanes) {
-      using Item = AvgPool2dForward<scalar_t, index_t, decltype(channels_last)::value, decltype(lanes)::value>;
-      launch_work_items(Item{input.const_data_ptr<scalar_t>(), output.mutable_data_ptr<scalar_t>(),
-                             pool_params<index_t>(g), divisor},
-                        output.numel() / decltype(lanes)::value);
-    });
-  });
-}
-
-template <typename scalar_t>
-void launch_avg_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& grad_input, const Pool2dGeometry& g,
-                                const AvgDivisor& divisor) {
-  const bool vectorized = nhwc_vectorizable<scalar_t>(g, {grad_output.const_data_ptr(), grad_input.const_data_ptr()});
-  with_index_type(fits_int32(g, {grad_input.numel(), grad_output.numel()}), [&](auto index_zero) {
-    using index_t = decltype(index_zero);
-    with_layout<scalar_t>(g.channels_last, vectorized, [&](auto channels_last, auto lanes) {
-      using Item = AvgPool2dBackward<scalar_t, index_t, decltype(channels_last)::value, decltype(lanes)::value>;
-      launch_work_items(Item{grad_output.const_data_ptr<scalar_t>(), grad_input.mutable_data_ptr<scalar_t>(),
-                             pool_params<index_t>(g), divisor},
-                        grad_input.numel() / decltype(lanes)::value);
-    });
-  });
 }
 
 // avg_pool2d has no dilation; window_geometry then also limits padding to half the kernel.
@@ -160,13 +114,14 @@ at::Tensor avg_pool2d_cuda(const at::Tensor& self, c10::IntArrayRef kernel_size,
   const Pool2dGeometry g = window_geometry(self, kernel_size, stride, padding, kNoDilation, ceil_mode, kOp);
   check_divisor(divisor_override, kOp);
   const c10::cuda::CUDAGuard device_guard(self.device());
-  const c10::MemoryFormat format = memory_format(g);
-  const at::Tensor input = self.contiguous(format);
-  at::Tensor output = at::empty({g.N, g.C, g.OH, g.OW}, input.options(), format);
+  const at::Tensor input = self.contiguous(memory_format(g));
+  at::Tensor output = empty_pooled(g, input.options());
   if (g.N == 0) return output;
   const AvgDivisor divisor = avg_divisor_options(divisor_override, count_include_pad);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "bigkern::avg_pool2d", [&] {
-    launch_avg_pool2d_forward<scalar_t>(input, output, g, divisor);
+    launch_items<AvgPool2dForward, scalar_t>(g, output, input, {input.const_data_ptr(), output.const_data_ptr()},
+                                             input.const_data_ptr<scalar_t>(), output.mutable_data_ptr<scalar_t>(),
+                                             divisor);
   });
   return output;
 }
@@ -187,7 +142,9 @@ at::Tensor avg_pool2d_backward_cuda(const at::Tensor& grad_output, const at::Ten
   const at::Tensor grad_output_in_format = grad_output.contiguous(format);
   const AvgDivisor divisor = avg_divisor_options(divisor_override, count_include_pad);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, self.scalar_type(), "bigkern::avg_pool2d_backward", [&] {
-    launch_avg_pool2d_backward<scalar_t>(grad_output_in_format, grad_input, g, divisor);
+    launch_items<AvgPool2dBackward, scalar_t>(
+        g, grad_input, grad_output_in_format, {grad_output_in_format.const_data_ptr(), grad_input.const_data_ptr()},
+        grad_output_in_format.const_data_ptr<scalar_t>(), grad_input.mutable_data_ptr<scalar_t>(), divisor);
   });
   return grad_input;
 }

@@ -3,7 +3,9 @@
 // Every kernel is a grid-stride loop over "work items" (one output element in the forwards, one
 // input element in the gather backwards; in NHWC one group of kLanes channels of it). The per-item
 // work lives in a functor whose call operator is host-callable too, so the index arithmetic can be
-// exercised on the CPU; the kernel itself only walks linear indices.
+// exercised on the CPU; the kernel itself only walks linear indices. Each op's functors (in its .cu)
+// only locate their item and its window; the loops over taps or covering outputs that several ops
+// share, and the host code that picks an instantiation and launches it (launch_items), are here.
 //
 // Index type: every kernel is instantiated for int32_t and int64_t offsets. int32 is chosen when
 // fits_int32() proves that all offsets and window coordinates stay below 2^31, because 64-bit
@@ -14,6 +16,7 @@
 #include <ATen/NumericUtils.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
 #include <c10/macros/Macros.h>
@@ -234,34 +237,129 @@ C10_HOST_DEVICE inline PlaneView<index_t> plane_view(const Position<index_t>& po
 // ---------------------------------------------------------------------------------------------
 // Window arithmetic shared by forward and backward
 
+// Rows (or columns) [begin, end) of a plane.
+template <typename index_t>
+struct Span {
+  index_t begin, end;
+
+  C10_HOST_DEVICE index_t size() const { return end - begin; }
+};
+
+// Outputs o whose window span [o*stride - pad, o*stride - pad + extent) contains input position i,
+// with extent = (k-1)*d + 1.
+template <typename index_t>
+C10_HOST_DEVICE inline Span<index_t> covering_windows(index_t i, index_t pad, index_t extent, index_t stride,
+                                                      index_t outputs) {
+  return {i + pad < extent ? index_t{0} : (i + pad - extent) / stride + 1, std::min((i + pad) / stride + 1, outputs)};
+}
+
+// Adaptive output o of `outs` over `ins` inputs covers [floor(o*ins/outs), ceil((o+1)*ins/outs)).
+// With the roles swapped the same formulas give the outputs that cover input o.
+template <typename index_t>
+C10_HOST_DEVICE inline Span<index_t> adaptive_span(index_t o, index_t ins, index_t outs) {
+  return {o * ins / outs, ((o + 1) * ins + outs - 1) / outs};
+}
+
+// ---------------------------------------------------------------------------------------------
+// The work of one item, over its kLanes channels (one in NCHW)
+
 // torch's max rule: NaN always replaces (so the last NaN's index is kept), ties keep the first max.
 template <typename acc>
 C10_HOST_DEVICE inline bool replaces_max(acc candidate, acc best) {
   return candidate > best || at::_isnan(candidate);
 }
 
-// Outputs o whose window span [o*stride - pad, o*stride - pad + extent) contains input position i,
-// with extent = (k-1)*d + 1: o in [first_window_covering, windows_end_covering).
-template <typename index_t>
-C10_HOST_DEVICE inline index_t first_window_covering(index_t i, index_t pad, index_t extent, index_t stride) {
-  return i + pad < extent ? index_t{0} : (i + pad - extent) / stride + 1;
+// Max pooling forward of one item: the maximum over the taps (ih, iw) with ih = rows.begin,
+// rows.begin + row_step, ... below rows.end (likewise iw), and the winner's plane index ih * W + iw.
+// The row-major scan fixes which tie and which NaN win. The index starts at first_index, so a
+// window of -inf (never replaced) still names the element the caller chose.
+template <typename scalar_t, typename index_t, int kLanes>
+C10_HOST_DEVICE inline void max_over_taps(const scalar_t* input, const PlaneView<index_t>& in, index_t W,
+                                          Span<index_t> rows, index_t row_step, Span<index_t> cols,
+                                          index_t col_step, int64_t first_index, acc_t<scalar_t> (&best)[kLanes],
+                                          int64_t (&best_index)[kLanes]) {
+  using acc = acc_t<scalar_t>;
+  BIGKERN_UNROLL
+  for (int lane = 0; lane < kLanes; ++lane) {
+    best[lane] = -std::numeric_limits<acc>::infinity();
+    best_index[lane] = first_index;
+  }
+  for (index_t ih = rows.begin; ih < rows.end; ih += row_step) {
+    for (index_t iw = cols.begin; iw < cols.end; iw += col_step) {
+      scalar_t tap[kLanes];
+      load_lanes(input + in.offset(ih, iw), tap);
+      const index_t tap_index = ih * W + iw;
+      BIGKERN_UNROLL
+      for (int lane = 0; lane < kLanes; ++lane) {
+        const acc value = static_cast<acc>(tap[lane]);
+        if (replaces_max(value, best[lane])) {
+          best[lane] = value;
+          best_index[lane] = tap_index;
+        }
+      }
+    }
+  }
 }
 
-template <typename index_t>
-C10_HOST_DEVICE inline index_t windows_end_covering(index_t i, index_t pad, index_t stride, index_t outputs) {
-  return std::min((i + pad) / stride + 1, outputs);
+// Adds the kLanes values at src to sum (the average pools' forward).
+template <typename scalar_t, int kLanes>
+C10_HOST_DEVICE inline void add_lanes(const scalar_t* src, acc_t<scalar_t> (&sum)[kLanes]) {
+  scalar_t values[kLanes];
+  load_lanes(src, values);
+  BIGKERN_UNROLL
+  for (int lane = 0; lane < kLanes; ++lane) sum[lane] += static_cast<acc_t<scalar_t>>(values[lane]);
 }
 
-// Adaptive output o of `outs` over `ins` inputs covers [floor(o*ins/outs), ceil((o+1)*ins/outs)).
-// With the roles swapped the same formulas give the outputs that cover input i.
-template <typename index_t>
-C10_HOST_DEVICE inline index_t adaptive_begin(index_t o, index_t ins, index_t outs) {
-  return o * ins / outs;
+// Adds the window rows x cols of a plane to sum.
+template <typename scalar_t, typename index_t, int kLanes>
+C10_HOST_DEVICE inline void sum_window(const scalar_t* input, const PlaneView<index_t>& in, Span<index_t> rows,
+                                       Span<index_t> cols, acc_t<scalar_t> (&sum)[kLanes]) {
+  for (index_t ih = rows.begin; ih < rows.end; ++ih) {
+    for (index_t iw = cols.begin; iw < cols.end; ++iw) add_lanes(input + in.offset(ih, iw), sum);
+  }
 }
 
-template <typename index_t>
-C10_HOST_DEVICE inline index_t adaptive_end(index_t o, index_t ins, index_t outs) {
-  return ((o + 1) * ins + outs - 1) / outs;
+// Divides each of kLanes sums by divisor (the average pools' forward).
+template <typename acc, int kLanes>
+C10_HOST_DEVICE inline void divide_lanes(acc (&sum)[kLanes], acc divisor) {
+  BIGKERN_UNROLL
+  for (int lane = 0; lane < kLanes; ++lane) sum[lane] /= divisor;
+}
+
+// Adds grad[lane] / divisor to sum[lane] (the average pools' backward).
+template <typename scalar_t, int kLanes>
+C10_HOST_DEVICE inline void add_divided(const scalar_t* grad_output, acc_t<scalar_t> divisor,
+                                        acc_t<scalar_t> (&sum)[kLanes]) {
+  scalar_t grad[kLanes];
+  load_lanes(grad_output, grad);
+  BIGKERN_UNROLL
+  for (int lane = 0; lane < kLanes; ++lane) sum[lane] += static_cast<acc_t<scalar_t>>(grad[lane]) / divisor;
+}
+
+// Max pooling backward of one item: adds to sum the gradients of the outputs rows x cols of plane
+// `out` whose forward index names own_index.
+template <typename scalar_t, typename index_t, int kLanes>
+C10_HOST_DEVICE inline void add_routed_grads(const scalar_t* grad_output, const int64_t* indices,
+                                             const PlaneView<index_t>& out, Span<index_t> rows, Span<index_t> cols,
+                                             int64_t own_index, acc_t<scalar_t> (&sum)[kLanes]) {
+  for (index_t oh = rows.begin; oh < rows.end; ++oh) {
+    for (index_t ow = cols.begin; ow < cols.end; ++ow) {
+      const index_t offset = out.offset(oh, ow);
+      int64_t argmax[kLanes];
+      load_lanes(indices + offset, argmax);
+      bool any_match = false;
+      BIGKERN_UNROLL
+      for (int lane = 0; lane < kLanes; ++lane) any_match |= argmax[lane] == own_index;
+      // Most windows picked another element: skip their gradient load.
+      if (!any_match) continue;
+      scalar_t grad[kLanes];
+      load_lanes(grad_output + offset, grad);
+      BIGKERN_UNROLL
+      for (int lane = 0; lane < kLanes; ++lane) {
+        if (argmax[lane] == own_index) sum[lane] += static_cast<acc_t<scalar_t>>(grad[lane]);
+      }
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -298,6 +396,50 @@ void with_layout(bool channels_last, bool vectorized, Body&& body) {
   } else {
     body(std::true_type{}, OneLane{});
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host side: allocation and launch
+
+// Launches Item<scalar_t, index_t, kChannelsLast, kLanes, kFlags...>{fields..., PoolParams<index_t>}
+// once per element of `items` (per vector of kLanes channels in vectorized NHWC). index_t is int32_t
+// where fits_int32 allows it for `items` and `other`, else int64_t; the layout variant follows the
+// geometry and whether all of `pointers` allow 16-byte vectors (see with_layout). kFlags: the
+// functor's own template arguments after kLanes, if any.
+template <template <typename, typename, bool, int, bool...> class Item, typename scalar_t, bool... kFlags,
+          typename... Fields>
+void launch_items(const Pool2dGeometry& g, const at::Tensor& items, const at::Tensor& other,
+                  std::initializer_list<const void*> pointers, const Fields&... fields) {
+  const bool vectorized = nhwc_vectorizable<scalar_t>(g, pointers);
+  with_index_type(fits_int32(g, {items.numel(), other.numel()}), [&](auto index_zero) {
+    using index_t = decltype(index_zero);
+    with_layout<scalar_t>(g.channels_last, vectorized, [&](auto channels_last, auto lanes) {
+      using WorkItem = Item<scalar_t, index_t, decltype(channels_last)::value, decltype(lanes)::value, kFlags...>;
+      launch_work_items(WorkItem{fields..., pool_params<index_t>(g)}, items.numel() / decltype(lanes)::value);
+    });
+  });
+}
+
+// Uninitialised (N, C, OH, OW) result in the geometry's layout.
+inline at::Tensor empty_pooled(const Pool2dGeometry& g, const at::TensorOptions& options) {
+  return at::empty({g.N, g.C, g.OH, g.OW}, options, memory_format(g));
+}
+
+// The max pools' index result: int64 shaped like the output, or empty unless compute_indices.
+inline at::Tensor empty_indices(const Pool2dGeometry& g, const at::TensorOptions& options, bool compute_indices) {
+  const at::TensorOptions index_options = options.dtype(at::kLong);
+  return compute_indices ? empty_pooled(g, index_options) : at::empty({0}, index_options);
+}
+
+// Geometry of an adaptive pool's backward, checked against grad_output: the output size is not an
+// argument of the backward, grad_output carries it.
+inline Pool2dGeometry adaptive_backward_geometry(const at::Tensor& grad_output, const at::Tensor& self,
+                                                 const char* op) {
+  TORCH_CHECK(grad_output.dim() == 4, op, ": expected a 4-D grad_output, got ", grad_output.dim(), "-D of shape ",
+              grad_output.sizes());
+  const Pool2dGeometry g = adaptive_geometry(self, grad_output.sizes().slice(2), op);
+  check_grad_output(grad_output, g, self, op);
+  return g;
 }
 
 }  // namespace bigkern::cuda_pool
