@@ -242,11 +242,19 @@ inline acc_t<scalar_t> contiguous_sum(const scalar_t* __restrict__ src, int64_t 
   int64_t i = 0;
   acc_t<scalar_t> total = 0;
   if constexpr (std::is_same_v<scalar_t, float>) {
-    constexpr int64_t kAccumulators = 8, kStep = kAccumulators * kLanes;
+    // Two streams (the halves of the run) feed four accumulators each: two sequential streams
+    // keep more cache-line fills in flight than one.
+    constexpr int64_t kAccumulators = 8, kHalf = kAccumulators / 2, kStep = kHalf * kLanes;
     f32v partial[kAccumulators];
     for (int64_t k = 0; k < kAccumulators; ++k) partial[k] = splat_f32v(0.f);
-    for (; i + kStep <= n; i += kStep)
-      for (int64_t k = 0; k < kAccumulators; ++k) partial[k] += load_f32v(src + i + k * kLanes);
+    const int64_t half = (n / (2 * kStep)) * kStep;
+    const float* second = src + half;
+    for (; i < half; i += kStep)
+      for (int64_t k = 0; k < kHalf; ++k) {
+        partial[k] += load_f32v(src + i + k * kLanes);
+        partial[kHalf + k] += load_f32v(second + i + k * kLanes);
+      }
+    i = 2 * half;
     for (int64_t width = kAccumulators / 2; width > 0; width /= 2)
       for (int64_t k = 0; k < width; ++k) partial[k] += partial[k + width];
     const f32v sum = partial[0];
