@@ -30,6 +30,11 @@ def register_swappable(torch_class: type, bigkern_class: type, op: str) -> None:
     _SWAPPABLE[torch_class] = (bigkern_class, op)
 
 
+def _torch_class_of() -> dict[type, type]:
+    """bigkern drop-in class -> the torch.nn class it replaces."""
+    return {bk: tc for tc, (bk, _) in _SWAPPABLE.items()}
+
+
 @dataclass(frozen=True)
 class SwapEntry:
     name: str  # qualified module name ("" for the model itself)
@@ -102,7 +107,7 @@ def swap(model: torch.nn.Module, include: Iterable | None = None, exclude: Itera
     include = None if include is None else list(include)
     device = _model_device(model)
     entries = []
-    swapped_back = {bk: tc for tc, (bk, _) in _SWAPPABLE.items()}
+    swapped_back = _torch_class_of()
     for name, module in model.named_modules():
         cls = type(module)
         if cls in swapped_back:
@@ -124,7 +129,7 @@ def swap(model: torch.nn.Module, include: Iterable | None = None, exclude: Itera
 
 def unswap(model: torch.nn.Module) -> int:
     """Turn every bigkern drop-in module of ``model`` back into its torch.nn class; returns how many."""
-    back = {bk: tc for tc, (bk, _) in _SWAPPABLE.items()}
+    back = _torch_class_of()
     count = 0
     for module in model.modules():
         original = back.get(type(module))
