@@ -102,16 +102,27 @@ def auto_candidates(op: str, x: torch.Tensor) -> list[str]:
     return ["torch"]
 
 
-def select(op: str, x: torch.Tensor) -> str:
-    """The concrete backend that serves this call of ``op`` (never "auto")."""
+def select(op: str, x: torch.Tensor, limits=None) -> str:
+    """The concrete backend that serves this call of ``op`` (never "auto").
+
+    ``limits(backend)``, when given, returns why that backend cannot serve this particular
+    call (dtype, head dim, ...) or None; it is asked after the device checks pass.
+    """
+
+    def reason_for(candidate: str) -> str | None:
+        reason = why_not(candidate, op, x)
+        if reason is None and limits is not None and candidate != "torch":
+            reason = limits(candidate)
+        return reason
+
     requested = _requested
     if requested != "auto":
-        reason = why_not(requested, op, x)
+        reason = reason_for(requested)
         if reason is not None:
             raise BackendUnavailableError(f"backend {requested!r} cannot run bigkern.ops.{op}: {reason}")
         return requested
     for candidate in auto_candidates(op, x):
-        reason = why_not(candidate, op, x)
+        reason = reason_for(candidate)
         if reason is None:
             return candidate
         if not torch.compiler.is_compiling():
