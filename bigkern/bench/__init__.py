@@ -16,6 +16,7 @@ from types import ModuleType
 #: Suite name -> the module that defines it. New families (attention, conv, lstm) plug in here.
 SUITES: dict[str, str] = {
     "pool": "bigkern.bench.pool",
+    "attention": "bigkern.bench.attention",
 }
 
 

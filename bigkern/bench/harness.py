@@ -51,7 +51,9 @@ from bigkern import backend as _backend
 from bigkern.bench import environment
 
 SCHEMA_VERSION = 1
-LAYOUTS = ("nchw", "channels_last")
+#: Memory layouts a case may name: images (pooling, conv) and (batch, heads, length, dim) sequences
+#: ("bhsd": contiguous as SDPA takes them; "bshd": the transposed view a projection produces).
+LAYOUTS = ("nchw", "channels_last", "bhsd", "bshd")
 DIRECTIONS = ("forward", "forward+backward")
 #: bigkern backends worth timing on each device type (provider name = "bigkern-" + backend).
 BIGKERN_BACKENDS = {"cpu": ("cpu", "triton"), "cuda": ("cuda", "triton")}
@@ -352,6 +354,29 @@ def time_calls(calls: Sequence[Callable], timing: Timing, device: torch.device) 
     return time_cuda(calls, timing, device) if device.type == "cuda" else time_cpu(calls, timing)
 
 
+def cpu_peak_bytes(call: Callable) -> int | None:
+    """Resident memory the call adds at its peak (Linux: VmHWM after resetting it through
+    /proc/self/clear_refs, minus VmRSS before); None where the kernel offers no reset."""
+
+    def status_kib(field: str) -> int:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+        raise OSError(f"/proc/self/status has no {field}")
+
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # 5: reset the peak resident set size to the current one
+        base = status_kib("VmRSS")
+        out = call()
+        peak = status_kib("VmHWM")
+    except OSError:
+        return None
+    del out
+    return max(0, peak - base) * 1024
+
+
 def cuda_peak_bytes(call: Callable, device: torch.device) -> int:
     """Bytes the call allocates at its peak above what was allocated before it (outputs,
     saved tensors and workspace), by torch.cuda.max_memory_allocated."""
@@ -514,6 +539,8 @@ def measure_case(
                     samples += time_calls(calls, share, device)
                     if index == 0 and device.type == "cuda":
                         row["peak_mem_bytes"] = cuda_peak_bytes(calls[0], device)
+                    elif index == 0 and case.params.get("measure_cpu_memory"):
+                        row["peak_mem_bytes"] = cpu_peak_bytes(calls[0])
             except Exception as exc:
                 row["skipped_reason"] = _failed(device, exc)
                 live.remove(entry)
@@ -765,8 +792,9 @@ def format_table(rows: Sequence[dict]) -> str:
     show_tflops = any(r.get("tflops") is not None for r in ran)
     show_gbps = any(r.get("gbps") is not None for r in ran) or not show_tflops
     header = ["op", "shape", "dtype", "layout", "dir", "provider", "median ms", "p20-p80 ms"]
-    header += ["GB/s"] * show_gbps + ["TFLOP/s"] * show_tflops + ["% ceiling", "speedup"]
-    numeric = {"median ms", "p20-p80 ms", "GB/s", "TFLOP/s", "% ceiling", "speedup"}
+    show_memory = any(r.get("peak_mem_bytes") is not None for r in ran)
+    header += ["GB/s"] * show_gbps + ["TFLOP/s"] * show_tflops + ["% ceiling"] + ["peak MiB"] * show_memory + ["speedup"]
+    numeric = {"median ms", "p20-p80 ms", "GB/s", "TFLOP/s", "% ceiling", "peak MiB", "speedup"}
     lines = []
     for r in ran:
         cells = [
@@ -776,9 +804,13 @@ def format_table(rows: Sequence[dict]) -> str:
         ]  # fmt: skip
         if show_gbps:
             cells.append(_fmt(r.get("gbps"), 1))
-        if show_tflops:
-            cells.append(_fmt(r.get("tflops"), 1))
+        if show_tflops:  # CPU rates are a few hundredths of a TFLOP/s: keep three significant digits
+            tflops = r.get("tflops")
+            cells.append(_fmt(tflops, 1 if tflops is None or tflops >= 10 else 2 if tflops >= 1 else 3))
         cells.append(_fmt(r.get("pct_of_ceiling"), 1))
+        if show_memory:
+            peak = r.get("peak_mem_bytes")
+            cells.append("-" if peak is None else f"{peak / 2**20:.0f}")
         speedup = r.get("speedup_vs_best_baseline")
         cells.append("" if speedup is None else f"{speedup:.2f}x")
         lines.append(cells)

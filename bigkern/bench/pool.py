@@ -43,7 +43,6 @@ import torch.nn.functional as F
 import bigkern
 from bigkern.bench.harness import (
     DIRECTIONS,
-    LAYOUTS,
     Case,
     Inputs,
     Provider,
@@ -58,6 +57,7 @@ INDEX_BYTES = 8  # int64
 #: Every provider name this suite can produce.
 PROVIDERS = ("bigkern-cpu", "bigkern-cuda", "bigkern-triton", "torch", "torch.compile")
 
+LAYOUTS = ("nchw", "channels_last")
 CPU_SHAPES = [(16, 64, 112, 112)]  # the acceptance benchmark (forward); forward+backward too
 CPU_QUICK_SHAPES = [(8, 64, 56, 56)]
 CUDA_SHAPES = [(64, 64, 112, 112), (32, 256, 56, 56)]
