@@ -20,19 +20,23 @@ import torch
 
 from bigkern import backend
 
-_SWAPPABLE: dict[type, tuple[type, str]] = {}  # torch class -> (bigkern class, op it runs)
+_SWAPPABLE: dict[type, tuple[type, str | None, str | None]] = {}  # torch class -> (bigkern class, op it runs, note)
 
 
-def register_swappable(torch_class: type, bigkern_class: type, op: str) -> None:
-    """Make ``swap`` replace ``torch_class`` modules by ``bigkern_class`` (a subclass running ``op``)."""
+def register_swappable(torch_class: type, bigkern_class: type, op: str | None, note: str | None = None) -> None:
+    """Make ``swap`` replace ``torch_class`` modules by ``bigkern_class`` (a subclass running ``op``).
+
+    op: None for a container whose bigkern ops run in its submodules (swapped on their own).
+    note: what the report should add for every such module (e.g. which calls still run torch's code).
+    """
     if not issubclass(bigkern_class, torch_class):
         raise TypeError(f"{bigkern_class.__qualname__} must subclass {torch_class.__qualname__} to be swapped in")
-    _SWAPPABLE[torch_class] = (bigkern_class, op)
+    _SWAPPABLE[torch_class] = (bigkern_class, op, note)
 
 
 def _torch_class_of() -> dict[type, type]:
     """bigkern drop-in class -> the torch.nn class it replaces."""
-    return {bk: tc for tc, (bk, _) in _SWAPPABLE.items()}
+    return {bk: tc for tc, (bk, _, _) in _SWAPPABLE.items()}
 
 
 @dataclass(frozen=True)
@@ -59,8 +63,9 @@ class SwapReport:
     def __str__(self) -> str:
         lines = [f"bigkern.swap: {len(self.swapped)} swapped, {len(self.not_swapped)} not swapped (device {self.device})"]
         width = max([len(e.name or "<model>") for e in self.entries] + [6])
+        class_width = max([len(e.module_class) for e in self.entries] + [20])
         for e in self.entries:
-            lines.append(f"  {e.name or '<model>':<{width}}  {e.module_class:<20} {e.action:<8} {e.reason}")
+            lines.append(f"  {e.name or '<model>':<{width}}  {e.module_class:<{class_width}} {e.action:<8} {e.reason}")
         return "\n".join(lines)
 
 
@@ -118,12 +123,14 @@ def swap(model: torch.nn.Module, include: Iterable | None = None, exclude: Itera
             if any(isinstance(module, tc) for tc in _SWAPPABLE):
                 entries.append(SwapEntry(name, cls.__name__, "kept", "a subclass of a swappable torch.nn class; its own code is kept"))
             continue
-        bigkern_class, op = target
+        bigkern_class, op, note = target
         if (include is not None and not _matches(name, module, include)) or _matches(name, module, exclude):
             entries.append(SwapEntry(name, cls.__name__, "excluded", "by include/exclude"))
             continue
         module.__class__ = bigkern_class
-        entries.append(SwapEntry(name, cls.__name__, "swapped", f"bigkern.ops.{op} -> {_serving_backend(op, device)}"))
+        reasons = ([] if op is None else [f"bigkern.ops.{op} -> {_serving_backend(op, device)}"]) + ([note] if note else [])
+        reason = "; ".join(reasons)
+        entries.append(SwapEntry(name, cls.__name__, "swapped", reason))
     return SwapReport(entries, device)
 
 
