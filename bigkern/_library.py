@@ -53,3 +53,15 @@ def define_triton_twin(name: str, kernel) -> None:
     _triton_library.define(schema[len(NATIVE_NAMESPACE) + 2 :], tags=tuple(native.tags))
     for device in ("CUDA", "CPU"):
         _triton_library.impl(name, kernel, device)
+
+
+def lazy_triton_kernel(module: str, name: str):
+    """A launcher that imports ``bigkern.triton.<module>`` on first call (triton stays optional)
+    and runs its ``name``; the impl registered for the Triton twin of op ``name``."""
+
+    def launch(*args):
+        kernels = importlib.import_module(f"bigkern.triton.{module}")
+        return getattr(kernels, name)(*args)
+
+    launch.__name__ = f"triton_{name}"
+    return launch

@@ -66,20 +66,8 @@ def _register(ns: str) -> None:
     torch.library.register_autograd(f"{ns}::attention_forward", backward, setup_context=setup_context)
 
 
-def _triton_kernel(name: str):
-    """The Triton launcher for ``name``, imported on first use so triton stays optional."""
-
-    def launch(*args):
-        from bigkern.triton import attention as triton_attention
-
-        return getattr(triton_attention, name)(*args)
-
-    launch.__name__ = f"triton_{name}"
-    return launch
-
-
 for _name in ("attention_forward", "attention_backward"):
-    _library.define_triton_twin(_name, _triton_kernel(_name))
+    _library.define_triton_twin(_name, _library.lazy_triton_kernel("attention", _name))
 for _ns in (_library.NATIVE_NAMESPACE, _library.TRITON_NAMESPACE):
     _register(_ns)
 

@@ -129,24 +129,12 @@ def _register_adaptive_max_pool2d(ns: str) -> None:
     torch.library.register_autograd(f"{ns}::adaptive_max_pool2d", backward, setup_context=setup_context)
 
 
-def _triton_kernel(name: str):
-    """The Triton launcher for ``name``, imported on first use so triton stays optional."""
-
-    def launch(*args):
-        from bigkern.triton import pool as triton_pool
-
-        return getattr(triton_pool, name)(*args)
-
-    launch.__name__ = f"triton_{name}"
-    return launch
-
-
 _OPS = (
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
     "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward", "adaptive_max_pool2d", "adaptive_max_pool2d_backward",
 )  # fmt: skip
 for _name in _OPS:
-    _library.define_triton_twin(_name, _triton_kernel(_name))
+    _library.define_triton_twin(_name, _library.lazy_triton_kernel("pool", _name))
 for _ns in (_library.NATIVE_NAMESPACE, _library.TRITON_NAMESPACE):
     _register_max_pool2d(_ns)
     _register_avg_pool2d(_ns)

@@ -10,31 +10,18 @@
 #include <torch/library.h>
 
 #include <cmath>
-#include <cstdlib>
 #include <optional>
-#include <string>
 #include <tuple>
 
+#include "cpu/isa.h"
 #include "cpu/attention_kernel_table.h"
 
 namespace bigkern::cpu {
 namespace {
 
-// The best table this processor runs; BIGKERN_CPU_ISA=baseline forces the portable kernels
-// (the same switch as the pooling kernels').
+// The kernel table of the best instruction set this processor supports (cpu/isa.h).
 const AttentionKernelTable& kernels() {
-  static const AttentionKernelTable& table = []() -> const AttentionKernelTable& {
-    const char* forced = std::getenv("BIGKERN_CPU_ISA");
-    if (forced != nullptr && *forced != '\0') {
-      TORCH_CHECK(std::string(forced) == "baseline", "BIGKERN_CPU_ISA=", forced,
-                  " is not supported; the only value it takes is 'baseline'");
-      return baseline::attention_kernels();
-    }
-#if defined(__x86_64__) && defined(__GNUC__)
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return avx2::attention_kernels();
-#endif
-    return baseline::attention_kernels();
-  }();
+  static const AttentionKernelTable& table = use_avx2_kernels() ? avx2::attention_kernels() : baseline::attention_kernels();
   return table;
 }
 

@@ -8,32 +8,19 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
-#include <cstdlib>
 #include <optional>
-#include <string>
 #include <tuple>
 
 #include "common/pool_geometry.h"
+#include "cpu/isa.h"
 #include "cpu/pool_kernel_table.h"
 
 namespace bigkern::cpu {
 namespace {
 
-// The best table this processor runs. BIGKERN_CPU_ISA=baseline forces the portable kernels
-// (tests use it to check them on machines that would otherwise pick AVX2).
+// The kernel table of the best instruction set this processor supports (cpu/isa.h).
 const PoolKernelTable& kernels() {
-  static const PoolKernelTable& table = []() -> const PoolKernelTable& {
-    const char* forced = std::getenv("BIGKERN_CPU_ISA");
-    if (forced != nullptr && *forced != '\0') {
-      TORCH_CHECK(std::string(forced) == "baseline", "BIGKERN_CPU_ISA=", forced,
-                  " is not supported; the only value it takes is 'baseline'");
-      return baseline::pool_kernels();
-    }
-#if defined(__x86_64__) && defined(__GNUC__)
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return avx2::pool_kernels();
-#endif
-    return baseline::pool_kernels();
-  }();
+  static const PoolKernelTable& table = use_avx2_kernels() ? avx2::pool_kernels() : baseline::pool_kernels();
   return table;
 }
 
