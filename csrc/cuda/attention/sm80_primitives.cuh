@@ -12,11 +12,14 @@
 #include "cuda/attention/attention_params.h"
 #include "cuda/attention/fragment_layout.h"
 
-// Full unrolling keeps fragment arrays in registers; only the device pass knows the pragma.
+// Full unrolling keeps fragment arrays in registers (an array indexed by a runtime loop variable
+// would live in local memory); only the device pass knows the pragmas.
 #if defined(__CUDA_ARCH__)
 #define BIGKERN_UNROLL _Pragma("unroll")
+#define BIGKERN_NO_UNROLL _Pragma("unroll 1")
 #else
 #define BIGKERN_UNROLL
+#define BIGKERN_NO_UNROLL
 #endif
 
 namespace bigkern::cuda_attention {
@@ -28,12 +31,14 @@ template <>
 struct ElementTraits<ElementType::kFloat16> {
   using type = __half;
   __device__ __forceinline__ static float to_float(type x) { return __half2float(x); }
+  __device__ __forceinline__ static type from_float(float x) { return __float2half_rn(x); }
 };
 
 template <>
 struct ElementTraits<ElementType::kBFloat16> {
   using type = __nv_bfloat16;
   __device__ __forceinline__ static float to_float(type x) { return __bfloat162float(x); }
+  __device__ __forceinline__ static type from_float(float x) { return __float2bfloat16_rn(x); }
 };
 
 template <ElementType kType>
