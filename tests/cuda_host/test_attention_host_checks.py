@@ -20,7 +20,9 @@ SOURCE = Path(__file__).with_name("attention_host_checks.cu")
 
 
 def _nvcc() -> str | None:
-    for root in [os.environ.get("CUDA_HOME"), "/usr/local/cuda", *sorted(Path("/usr/local").glob("cuda-*"), reverse=True)]:
+    versioned = sorted(Path("/usr/local").glob("cuda-*"), reverse=True)
+    candidates = [os.environ.get("CUDA_HOME"), "/usr/local/cuda", *versioned]
+    for root in candidates:
         if root and (Path(root) / "bin" / "nvcc").exists():
             return str(Path(root) / "bin" / "nvcc")
     return None

@@ -46,8 +46,8 @@ struct KeyVisibility {
   // Whether every key in [col_begin, col_end) is visible to every row >= first_row, so a tile
   // needs no per-element visibility test (the attention mask aside).
   __host__ __device__ bool all_visible(int32_t first_row, int32_t col_end) const {
-    return col_end <= len_k &&
-           (causal == kCausalNone || static_cast<int64_t>(col_end) - 1 <= static_cast<int64_t>(first_row) + causal_shift);
+    if (col_end > len_k) return false;
+    return causal == kCausalNone || static_cast<int64_t>(col_end) - 1 <= static_cast<int64_t>(first_row) + causal_shift;
   }
 };
 

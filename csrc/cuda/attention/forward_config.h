@@ -30,8 +30,10 @@
 // Two CTAs (8 warps) fit per SM on A100 (164 KB shared, 64K registers) in every bucket up to
 // 192, one at 224 and 256 (shared memory); H100 (227 KB) fits two everywhere. d <= 64 uses a
 // third pipeline stage since its tiles are cheap. Every shared-memory row is padded by 8
-// elements (16 bytes) so that the 8 rows one ldmatrix phase reads fall in distinct bank groups (a row pitch that is a multiple of 128 bytes would conflict 8 ways). 99 KB at
-// d = 256 is also exactly the per-block limit of sm_86/sm_89, which run the sm_80 code.
+// elements (16 bytes): the pitch is then an odd number of 16-byte units, so the 8 rows one
+// ldmatrix phase reads fall in the 8 distinct 16-byte bank groups (a pitch that is a multiple of
+// 128 bytes would conflict 8 ways). 99 KB at d = 256 is also exactly the per-block limit of
+// sm_86/sm_89, which run the sm_80 code.
 #pragma once
 #include <cstddef>
 
@@ -61,7 +63,8 @@ constexpr int shared_row_elements(int bucket) { return bucket + 8; }
 
 constexpr size_t forward_shared_bytes(int bucket) {
   const ForwardTile tile = forward_tile(bucket);
-  const size_t rows = static_cast<size_t>(forward_block_m(bucket)) + 2 * static_cast<size_t>(tile.stages) * tile.block_n;
+  const size_t rows =
+      static_cast<size_t>(forward_block_m(bucket)) + 2 * static_cast<size_t>(tile.stages) * tile.block_n;
   return rows * shared_row_elements(bucket) * 2;
 }
 

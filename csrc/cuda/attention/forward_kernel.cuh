@@ -92,15 +92,16 @@ __global__ void __launch_bounds__(kForwardThreads)
 
   // CTA order: query tiles fastest, then key chunks, heads, batch, so that CTAs reading the same
   // K/V (also the query heads of one GQA group) run close together and share L2.
-  const int32_t q_tiles = (p.len_q + kBlockM - 1) / kBlockM;
-  const int32_t num_splits = kSplitKv ? split.num_splits : 1;
-  int64_t linear = blockIdx.x;
+  // (The host keeps the grid below 2^31 CTAs, so 32-bit unsigned division suffices.)
+  const uint32_t q_tiles = static_cast<uint32_t>(p.len_q + kBlockM - 1) / kBlockM;
+  const uint32_t num_splits = kSplitKv ? static_cast<uint32_t>(split.num_splits) : 1u;
+  uint32_t linear = blockIdx.x;
   const int32_t q_tile_index = static_cast<int32_t>(linear % q_tiles);
   linear /= q_tiles;
   const int32_t split_index = static_cast<int32_t>(linear % num_splits);
   linear /= num_splits;
-  const int32_t h = static_cast<int32_t>(linear % p.heads_q);
-  const int32_t b = static_cast<int32_t>(linear / p.heads_q);
+  const int32_t h = static_cast<int32_t>(linear % static_cast<uint32_t>(p.heads_q));
+  const int32_t b = static_cast<int32_t>(linear / static_cast<uint32_t>(p.heads_q));
   const int32_t kv_head = h / p.kv_group;
   const int32_t row0 = q_tile_index * kBlockM;
 
@@ -124,8 +125,9 @@ __global__ void __launch_bounds__(kForwardThreads)
   auto load_key_tile = [&](int32_t tile) {
     const int slot = tile % kStages;
     const int32_t col0 = key_begin + tile * kBlockN;
-    load_tile_async<kBlockN, kHeadDim>(k_slots + slot * kBlockN * kPitch, k, p.k_strides.row, col0, p.len_k, p.head_dim);
-    load_tile_async<kBlockN, kHeadDim>(v_slots + slot * kBlockN * kPitch, v, p.v_strides.row, col0, p.len_k, p.head_dim);
+    const int offset = slot * kBlockN * kPitch;
+    load_tile_async<kBlockN, kHeadDim>(k_slots + offset, k, p.k_strides.row, col0, p.len_k, p.head_dim);
+    load_tile_async<kBlockN, kHeadDim>(v_slots + offset, v, p.v_strides.row, col0, p.len_k, p.head_dim);
   };
 
   // Pipeline prologue: Q and the first kStages - 1 K/V tiles, one commit group per tile (Q rides
@@ -144,8 +146,6 @@ __global__ void __launch_bounds__(kForwardThreads)
   const RowCol a_address = ldsm_a_address(lane);
   const RowCol b_address = ldsm_b_address(lane);
   const RowCol b_trans_address = ldsm_b_trans_address(lane);
-  const AttentionMask<kType> mask = AttentionMask<kType>::of(p, b, h);
-  const DropoutGenerator dropout = DropoutGenerator::of(p, b, h);
 
   // Per thread: rows warp_row0 + 16 * mt + group + 8 * half, for mt < kMTiles, half < 2.
   float acc_o[kMTiles][kOutputTiles][4];
@@ -177,6 +177,10 @@ __global__ void __launch_bounds__(kForwardThreads)
     const T* const v_tile = v_slots + (tile % kStages) * kBlockN * kPitch;
     const int32_t col0 = key_begin + tile * kBlockN;
 
+    // Warps whose rows all lie beyond Lq (decoding: Lq is often 1) skip both products; they
+    // still share the loads and barriers (and run the cheap softmax on zeros). Warp-uniform, as
+    // ldmatrix and mma need.
+    const bool warp_has_rows = row0 + warp_row0 < p.len_q;
     // ---- S = Q K^T ----
     float acc_s[kMTiles][kScoreTiles][4];
     BIGKERN_UNROLL
@@ -189,8 +193,9 @@ __global__ void __launch_bounds__(kForwardThreads)
     }
     // Not unrolled across k steps: fully unrolled, the compiler hoists every step's Q and K
     // fragments at once and spills at the larger head dims; one step live at a time suffices.
+    const int k_steps = warp_has_rows ? kHeadDim / 16 : 0;
     BIGKERN_NO_UNROLL
-    for (int kk = 0; kk < kHeadDim / 16; ++kk) {
+    for (int kk = 0; kk < k_steps; ++kk) {
       uint32_t a[kMTiles][4];
       BIGKERN_UNROLL
       for (int mt = 0; mt < kMTiles; ++mt) {
@@ -209,7 +214,10 @@ __global__ void __launch_bounds__(kForwardThreads)
     }
 
     // ---- Scores in log2 units, masked where needed ----
-    if (mask.present() || !visibility.all_visible(row0, col0 + kBlockN)) {
+    // The mask and dropout views are built where used, from the kernel parameters (constant
+    // memory), rather than held in registers across the key loop.
+    if (p.mask_kind != MaskKind::kNone || !visibility.all_visible(row0, col0 + kBlockN)) {
+      const AttentionMask<kType> mask = AttentionMask<kType>::of(p, b, h);
       BIGKERN_UNROLL
       for (int mt = 0; mt < kMTiles; ++mt) {
         BIGKERN_UNROLL
@@ -270,6 +278,7 @@ __global__ void __launch_bounds__(kForwardThreads)
 
     // ---- Dropout on P (l above is of the undropped weights) ----
     if (p.has_dropout) {
+      const DropoutGenerator dropout = DropoutGenerator::of(p, b, h);
       BIGKERN_UNROLL
       for (int mt = 0; mt < kMTiles; ++mt) {
         BIGKERN_UNROLL
@@ -303,16 +312,18 @@ __global__ void __launch_bounds__(kForwardThreads)
         }
       }
     }
-    BIGKERN_UNROLL
-    for (int kk = 0; kk < kBlockN / 16; ++kk) {
+    if (warp_has_rows) {
       BIGKERN_UNROLL
-      for (int dp = 0; dp < kOutputTiles / 2; ++dp) {
-        uint32_t bv[4];
-        ldmatrix_x4_trans(bv, v_tile + (kk * 16 + b_trans_address.row) * kPitch + dp * 16 + b_trans_address.col);
+      for (int kk = 0; kk < kBlockN / 16; ++kk) {
         BIGKERN_UNROLL
-        for (int mt = 0; mt < kMTiles; ++mt) {
-          mma_m16n8k16<kType>(acc_o[mt][2 * dp], p_frag[mt][kk], bv[0], bv[1]);
-          mma_m16n8k16<kType>(acc_o[mt][2 * dp + 1], p_frag[mt][kk], bv[2], bv[3]);
+        for (int dp = 0; dp < kOutputTiles / 2; ++dp) {
+          uint32_t bv[4];
+          ldmatrix_x4_trans(bv, v_tile + (kk * 16 + b_trans_address.row) * kPitch + dp * 16 + b_trans_address.col);
+          BIGKERN_UNROLL
+          for (int mt = 0; mt < kMTiles; ++mt) {
+            mma_m16n8k16<kType>(acc_o[mt][2 * dp], p_frag[mt][kk], bv[0], bv[1]);
+            mma_m16n8k16<kType>(acc_o[mt][2 * dp + 1], p_frag[mt][kk], bv[2], bv[3]);
+          }
         }
       }
     }
@@ -359,7 +370,8 @@ __global__ void __launch_bounds__(kForwardThreads)
         for (int dt = 0; dt < kOutputTiles; ++dt) {
           const int col = dt * 8 + 2 * quad;
           if (col < p.head_dim) {
-            *reinterpret_cast<float2*>(out_row + col) = make_float2(acc_o[mt][dt][2 * half], acc_o[mt][dt][2 * half + 1]);
+            *reinterpret_cast<float2*>(out_row + col) =
+                make_float2(acc_o[mt][dt][2 * half], acc_o[mt][dt][2 * half + 1]);
           }
         }
       }
@@ -384,6 +396,7 @@ __global__ void __launch_bounds__(kForwardThreads)
     __syncthreads();
     T* const out = static_cast<T*>(p.out) + b * p.out_strides.batch + h * p.out_strides.head;
     constexpr int kChunksPerRow = kHeadDim / 8;
+    static_assert(kBlockM * kChunksPerRow % kForwardThreads == 0, "every thread stores the same number of chunks");
     BIGKERN_UNROLL
     for (int i = 0; i < kBlockM * kChunksPerRow / kForwardThreads; ++i) {
       const int chunk = i * kForwardThreads + static_cast<int>(threadIdx.x);

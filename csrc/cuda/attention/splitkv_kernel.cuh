@@ -82,7 +82,8 @@ cudaError_t launch_attention_splitkv_combine(const AttentionParams& p, const Spl
                                              cudaStream_t stream) {
   const int64_t rows = static_cast<int64_t>(p.batch) * p.heads_q * p.len_q;
   const int64_t blocks = (rows + kCombineWarps - 1) / kCombineWarps;
-  attention_splitkv_combine_kernel<kType><<<static_cast<unsigned int>(blocks), kCombineWarps * 32, 0, stream>>>(p, split);
+  const auto kernel = attention_splitkv_combine_kernel<kType>;
+  kernel<<<static_cast<unsigned int>(blocks), kCombineWarps * 32, 0, stream>>>(p, split);
   return cudaSuccess;
 }
 
