@@ -55,6 +55,22 @@ class Instance:
 
 FORWARD_PARAMS = "const AttentionParams&, cudaStream_t"
 SPLIT_PARAMS = "const AttentionParams&, const SplitKvWorkspace&, cudaStream_t"
+BACKWARD_PARAMS = "const AttentionParams&, const BackwardBuffers&, cudaStream_t"
+
+
+def backward_instances() -> list[Instance]:
+    """The backward: main (dK, dV, atomic dQ) and deterministic dQ kernels per (dtype, bucket),
+    the preprocess and dQ conversion per dtype. All launchers are defined in backward_launch.cuh."""
+    out = []
+    for dtype in DTYPES:
+        for d in HEAD_DIM_BUCKETS:
+            for kind in ("", "_dq"):
+                out.append(Instance(f"attention_backward{kind}_{dtype}_d{d}", "backward_launch.cuh",
+                                    f"launch_attention_backward{kind}", dtype, d, BACKWARD_PARAMS))
+        for kind in ("preprocess", "convert_dq"):
+            out.append(Instance(f"attention_backward_{kind}_{dtype}", "backward_launch.cuh",
+                                f"launch_attention_backward_{kind}", dtype, None, BACKWARD_PARAMS))
+    return out
 
 
 def instances() -> list[Instance]:
@@ -66,7 +82,7 @@ def instances() -> list[Instance]:
                                 "launch_attention_forward_splitkv", dtype, d, SPLIT_PARAMS))
         out.append(Instance(f"attention_splitkv_combine_{dtype}", "splitkv_kernel.cuh", "launch_attention_splitkv_combine",
                             dtype, None, SPLIT_PARAMS))
-    return out
+    return out + backward_instances()
 
 
 def main() -> int:
