@@ -22,10 +22,12 @@
 //
 // kSplitKv: the CTA covers one chunk of the keys and writes its normalised partial O (float32)
 // and partial lse (-inf for no visible key) to the workspace; splitkv_kernel.cuh merges them.
+//
+// Kernels only, naming no host API (the launchers are in forward_launch.cuh), so that
+// tests/cuda_host can compile this header as host code under its SIMT emulator.
 #pragma once
 #include <cuda_runtime.h>
 
-#include <atomic>
 #include <cmath>
 #include <cstdint>
 
@@ -408,41 +410,6 @@ __global__ void __launch_bounds__(kForwardThreads)
       }
     }
   }
-}
-
-// Raises the kernel's dynamic shared-memory limit above the default 48 KB, once per device
-// (the attribute is per device; `configured` has one bit per device ordinal below 64).
-template <typename Kernel>
-cudaError_t allow_shared_bytes(Kernel kernel, size_t bytes, std::atomic<uint64_t>& configured) {
-  if (bytes <= 48 * 1024) return cudaSuccess;
-  int device = 0;
-  const cudaError_t device_error = cudaGetDevice(&device);
-  if (device_error != cudaSuccess) return device_error;
-  const uint64_t bit = device < 64 ? uint64_t{1} << device : 0;
-  if (bit != 0 && (configured.load(std::memory_order_relaxed) & bit) != 0) return cudaSuccess;
-  const cudaError_t error =
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
-  if (error == cudaSuccess && bit != 0) configured.fetch_or(bit, std::memory_order_relaxed);
-  return error;
-}
-
-// Grid: one CTA per (query tile, key chunk, head, batch); the host checks it fits gridDim.x.
-template <ElementType kType, int kHeadDim, bool kSplitKv>
-cudaError_t launch_forward_kernel(const AttentionParams& p, const SplitKvWorkspace& split, cudaStream_t stream) {
-  static std::atomic<uint64_t> configured{0};
-  constexpr size_t kShared = forward_shared_bytes(kHeadDim);
-  const auto kernel = attention_forward_kernel<kType, kHeadDim, kSplitKv>;
-  const cudaError_t error = allow_shared_bytes(kernel, kShared, configured);
-  if (error != cudaSuccess) return error;
-  const int64_t q_tiles = (p.len_q + forward_block_m(kHeadDim) - 1) / forward_block_m(kHeadDim);
-  const int64_t ctas = q_tiles * (kSplitKv ? split.num_splits : 1) * p.heads_q * p.batch;
-  kernel<<<static_cast<unsigned int>(ctas), kForwardThreads, kShared, stream>>>(p, split);
-  return cudaSuccess;
-}
-
-template <ElementType kType, int kHeadDim>
-cudaError_t launch_attention_forward(const AttentionParams& p, cudaStream_t stream) {
-  return launch_forward_kernel<kType, kHeadDim, false>(p, SplitKvWorkspace{}, stream);
 }
 
 }  // namespace bigkern::cuda_attention

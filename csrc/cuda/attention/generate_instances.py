@@ -73,16 +73,23 @@ def backward_instances() -> list[Instance]:
     return out
 
 
-def instances() -> list[Instance]:
+def forward_instances() -> list[Instance]:
+    """The forward: plain and split-KV kernels per (dtype, bucket), the split-KV combine per dtype.
+    All launchers are defined in forward_launch.cuh."""
     out = []
     for dtype in DTYPES:
         for d in HEAD_DIM_BUCKETS:
-            out.append(Instance(f"attention_forward_{dtype}_d{d}", "forward_kernel.cuh", "launch_attention_forward", dtype, d, FORWARD_PARAMS))
-            out.append(Instance(f"attention_forward_splitkv_{dtype}_d{d}", "splitkv_kernel.cuh",
+            out.append(Instance(f"attention_forward_{dtype}_d{d}", "forward_launch.cuh", "launch_attention_forward",
+                                dtype, d, FORWARD_PARAMS))
+            out.append(Instance(f"attention_forward_splitkv_{dtype}_d{d}", "forward_launch.cuh",
                                 "launch_attention_forward_splitkv", dtype, d, SPLIT_PARAMS))
-        out.append(Instance(f"attention_splitkv_combine_{dtype}", "splitkv_kernel.cuh", "launch_attention_splitkv_combine",
-                            dtype, None, SPLIT_PARAMS))
-    return out + backward_instances()
+        out.append(Instance(f"attention_splitkv_combine_{dtype}", "forward_launch.cuh",
+                            "launch_attention_splitkv_combine", dtype, None, SPLIT_PARAMS))
+    return out
+
+
+def instances() -> list[Instance]:
+    return forward_instances() + backward_instances()
 
 
 def main() -> int:

@@ -7,6 +7,7 @@
 // weights exp(lse_s - lse) = l_s / l restore the global normalisation (dropout included, as the
 // kept weights and their 1 / (1 - p) are already inside O_s). Chunks in which a row sees no key
 // have lse_s = -inf and weight 0; a row with no visible key at all gets out 0 and lse +inf.
+// (Kernel only; the launchers are in forward_launch.cuh.)
 #pragma once
 #include <cuda_runtime.h>
 
@@ -15,7 +16,6 @@
 
 #include "cuda/attention/attention_launchers.h"
 #include "cuda/attention/attention_params.h"
-#include "cuda/attention/forward_kernel.cuh"
 #include "cuda/attention/sm80_primitives.cuh"
 
 namespace bigkern::cuda_attention {
@@ -69,22 +69,6 @@ __global__ void __launch_bounds__(kCombineWarps * 32)
     out[col] = ElementTraits<kType>::from_float(value);
   }
   if (lane == 0) p.lse[row] = lse;
-}
-
-template <ElementType kType, int kHeadDim>
-cudaError_t launch_attention_forward_splitkv(const AttentionParams& p, const SplitKvWorkspace& split,
-                                             cudaStream_t stream) {
-  return launch_forward_kernel<kType, kHeadDim, true>(p, split, stream);
-}
-
-template <ElementType kType>
-cudaError_t launch_attention_splitkv_combine(const AttentionParams& p, const SplitKvWorkspace& split,
-                                             cudaStream_t stream) {
-  const int64_t rows = static_cast<int64_t>(p.batch) * p.heads_q * p.len_q;
-  const int64_t blocks = (rows + kCombineWarps - 1) / kCombineWarps;
-  const auto kernel = attention_splitkv_combine_kernel<kType>;
-  kernel<<<static_cast<unsigned int>(blocks), kCombineWarps * 32, 0, stream>>>(p, split);
-  return cudaSuccess;
 }
 
 }  // namespace bigkern::cuda_attention
