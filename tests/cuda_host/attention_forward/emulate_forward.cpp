@@ -191,9 +191,8 @@ struct Problem {
             double weight = std::exp(score[static_cast<size_t>(j)] - max) / total;
             if (c.dropout_p > 0) weight = kept(b, h, i, j) ? weight / (1.0 - c.dropout_p) : 0.0;
             if (weight == 0) continue;
-            for (int64_t d = 0; d < D; ++d) {
-              ref_out[static_cast<size_t>(((b * H + h) * Lq + i) * D + d)] += weight * v.at(c.dtype, b, h / group, j, d);
-            }
+            double* const out_row = &ref_out[static_cast<size_t>(((b * H + h) * Lq + i) * D)];
+            for (int64_t d = 0; d < D; ++d) out_row[d] += weight * v.at(c.dtype, b, h / group, j, d);
           }
         }
   }
