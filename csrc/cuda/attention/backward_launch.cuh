@@ -13,25 +13,11 @@
 #include "cuda/attention/backward_kernel.cuh"
 #include "cuda/attention/backward_launchers.h"
 #include "cuda/attention/backward_preprocess.cuh"
+#include "cuda/attention/launch_common.cuh"
 
 namespace bigkern::cuda_attention {
 
-// Raises a kernel's dynamic shared-memory limit above the default 48 KB, once per device (the
-// attribute is per device; `configured` has one bit per device ordinal below 64).
-template <typename Kernel>
-cudaError_t raise_shared_limit(Kernel kernel, size_t bytes, std::atomic<uint64_t>& configured) {
-  if (bytes <= 48 * 1024) return cudaSuccess;
-  int device = 0;
-  const cudaError_t device_error = cudaGetDevice(&device);
-  if (device_error != cudaSuccess) return device_error;
-  const uint64_t bit = device < 64 ? uint64_t{1} << device : 0;
-  if (bit != 0 && (configured.load(std::memory_order_relaxed) & bit) != 0) return cudaSuccess;
-  const cudaError_t error =
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
-  if (error == cudaSuccess && bit != 0) configured.fetch_or(bit, std::memory_order_relaxed);
-  return error;
-}
-
+// Blocks of a grid-stride loop over `items`, capped (see kMaxPreprocessBlocks).
 inline unsigned int capped_blocks(int64_t items, int64_t items_per_block) {
   const int64_t blocks = (items + items_per_block - 1) / items_per_block;
   return static_cast<unsigned int>(blocks < kMaxPreprocessBlocks ? blocks : kMaxPreprocessBlocks);
