@@ -13,6 +13,7 @@
 #include <c10/util/Exception.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -226,7 +227,11 @@ std::tuple<at::Tensor, at::Tensor> attention_forward_cuda(const at::Tensor& q, c
 
   const int64_t block_m = forward_block_m(bucket);
   const int64_t ctas = (len_q + block_m - 1) / block_m * heads_q * batch;
-  const SplitPlan plan = plan_splits(ctas, len_k, forward_tile(bucket).block_n, prop->multiProcessorCount);
+  // Keys visible to some row: causal masking can leave most of a long KV cache out of reach of a
+  // short query block (top-left alignment), and chunks beyond it would only idle.
+  const int64_t visible_keys =
+      causal == kCausalNone ? len_k : std::clamp<int64_t>(int64_t{p.len_q} + p.causal_shift, 0, len_k);
+  const SplitPlan plan = plan_splits(ctas, visible_keys, forward_tile(bucket).block_n, prop->multiProcessorCount);
   TORCH_CHECK(ctas * plan.num_splits <= std::numeric_limits<int32_t>::max(), kOp, ": the problem needs ",
               ctas * plan.num_splits, " thread blocks, more than a grid holds (2^31 - 1)");
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
