@@ -29,7 +29,7 @@ OP = "attention"
 CAUSAL_MODES = {False: CAUSAL_NONE, True: CAUSAL_TOP_LEFT, "none": CAUSAL_NONE,
                 "top_left": CAUSAL_TOP_LEFT, "bottom_right": CAUSAL_BOTTOM_RIGHT}  # fmt: skip
 
-#: Head dims the CUDA kernels are instantiated for (bigkern/codegen/attention_instances.py).
+#: Head dims the CUDA kernels are instantiated for (csrc/cuda/attention/generate_instances.py).
 CUDA_MAX_HEAD_DIM = 256
 TRITON_MAX_HEAD_DIM = 256
 
@@ -197,6 +197,8 @@ def _limits(q4, k4, v4, mask4, requires_mask_grad: bool):
             return "attn_mask requires grad, and bigkern's kernels do not compute the mask's gradient"
         d, dv = q4.shape[-1], v4.shape[-1]
         if name == "cuda":
+            if torch.cuda.get_device_capability(q4.device) < (8, 0):
+                return "the CUDA attention kernels use sm_80 tensor-core instructions; this GPU is older (Triton serves it)"
             if q4.dtype not in (torch.float16, torch.bfloat16):
                 return f"the CUDA attention kernels take float16/bfloat16, got {q4.dtype} (float32 runs on triton)"
             if d != dv:
