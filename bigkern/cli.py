@@ -196,7 +196,7 @@ def cmd_bench(args, parser: argparse.ArgumentParser) -> int:
     print()
     print(f"{len(document['rows'])} rows in {elapsed:.1f} s")
     if not args.no_save:
-        path = harness.default_results_path(device)
+        path = harness.default_results_path(device, suites=suites)
         if args.out:  # a file, or a directory to hold the default-named file
             path = Path(args.out) / path.name if Path(args.out).is_dir() else Path(args.out)
         json_path, csv_path = harness.save_results(document, path)

@@ -750,10 +750,14 @@ def results_dir() -> Path:
     return Path.cwd() / "benchmarks" / "results"
 
 
-def default_results_path(device: str | torch.device, date: _dt.date | None = None) -> Path:
-    """benchmarks/results/<device-slug>-<YYYY-MM-DD>.json"""
+def default_results_path(device: str | torch.device, date: _dt.date | None = None, suites: Sequence[str] = ()) -> Path:
+    """benchmarks/results/<device-slug>-<YYYY-MM-DD>[-<suite>+<suite>].json (no suffix for every suite),
+    so that runs of different suites on one day do not overwrite each other."""
+    from bigkern.bench import SUITES
+
     date = date or _dt.date.today()
-    return results_dir() / f"{environment.device_slug(device)}-{date.isoformat()}.json"
+    suffix = "" if not suites or set(suites) >= set(SUITES) else "-" + "+".join(suites)
+    return results_dir() / f"{environment.device_slug(device)}-{date.isoformat()}{suffix}.json"
 
 
 def _csv_value(key: str, value: Any) -> Any:

@@ -244,6 +244,8 @@ def test_device_slug_and_default_path():
     path = harness.default_results_path("cpu", datetime.date(2026, 1, 2))
     assert path.parent.parts[-2:] == ("benchmarks", "results")
     assert path.name == f"{environment.device_slug('cpu')}-2026-01-02.json"
+    one_suite = harness.default_results_path("cpu", datetime.date(2026, 1, 2), suites=["attention"])
+    assert one_suite.name == f"{environment.device_slug('cpu')}-2026-01-02-attention.json"
 
 
 def test_environment_record():
