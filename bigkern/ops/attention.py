@@ -216,8 +216,10 @@ def _limits(q4, k4, v4, mask4, requires_mask_grad: bool):
 
 
 def _aligned_for_cuda(t: torch.Tensor) -> torch.Tensor:
-    """The CUDA kernels load rows as 16-byte vectors: every stride but the last a multiple of 8 elements."""
-    if all(s % 8 == 0 for s in t.stride()[:-1]) and t.data_ptr() % 16 == 0:
+    """The CUDA kernels load rows as 16-byte vectors (8 half-precision elements): every stride but
+    the last, and the storage offset, a multiple of 8 elements. The offset stands for the pointer
+    (allocations are 16-byte aligned) so that fake tensors under torch.compile pass too."""
+    if all(s % 8 == 0 for s in t.stride()[:-1]) and t.storage_offset() % 8 == 0:
         return t
     return t.contiguous()
 
