@@ -7,13 +7,12 @@ available, else CPU). For the full sweep, with TFLOP/s, % of the matmul ceiling,
 speedups, use ``bigkern bench attention``.
 """
 
-import contextlib
-
 import pytest
 import torch
 
 from bigkern.bench import attention as suite
-from bigkern.bench import harness
+
+from _run_case import run_case  # benchmarks/_run_case.py (this directory is on sys.path under pytest)
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 CASES = suite.cases(DEVICE, quick=True)
@@ -26,21 +25,4 @@ PARAMS = [
 
 @pytest.mark.parametrize("case, provider", PARAMS)
 def test_attention(benchmark, case, provider):
-    if provider.skipped_reason is not None:
-        pytest.skip(provider.skipped_reason)
-    inputs = case.make_inputs(DEVICE)
-    step = harness.make_step(case, provider.make(), inputs)
-    synchronize = torch.cuda.synchronize if DEVICE.type == "cuda" else (lambda: None)
-
-    def call():
-        step()
-        synchronize()
-
-    benchmark.group = case.id
-    benchmark.extra_info.update(
-        op=case.op, shape=list(case.shape), dtype=harness.dtype_name(case.dtype), direction=case.direction,
-        provider=provider.name, flops=case.flops(provider.name),
-    )  # fmt: skip
-    grad_mode = torch.no_grad() if case.direction == "forward" else torch.enable_grad()
-    with provider.context() if provider.context else contextlib.nullcontext(), grad_mode:
-        benchmark(call)
+    run_case(benchmark, case, provider, DEVICE)

@@ -8,13 +8,12 @@ layouts; grouped by case. A provider that cannot run here is skipped with the ha
 For the full suite, with GB/s, % of the copy ceiling and speedups, use ``bigkern bench pool``.
 """
 
-import contextlib
-
 import pytest
 import torch
 
-from bigkern.bench import harness
 from bigkern.bench import pool as suite
+
+from _run_case import run_case  # benchmarks/_run_case.py (this directory is on sys.path under pytest)
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 #: One configuration per public op (the suite has two of max_pool2d and adaptive_avg_pool2d).
@@ -29,25 +28,4 @@ PARAMS = [
 
 @pytest.mark.parametrize("case, provider", PARAMS)
 def test_pool(benchmark, case, provider):
-    if provider.skipped_reason is not None:
-        pytest.skip(provider.skipped_reason)
-    inputs = case.make_inputs(DEVICE)
-    fn = provider.make()
-    step = harness.make_step(case, fn, inputs)
-    synchronize = torch.cuda.synchronize if DEVICE.type == "cuda" else (lambda: None)
-
-    def call():
-        step()
-        synchronize()
-
-    benchmark.group = case.id
-    benchmark.extra_info.update(
-        op=case.op, shape=list(case.shape), dtype=harness.dtype_name(case.dtype), layout=case.layout,
-        direction=case.direction, provider=provider.name, bytes=case.bytes_moved(provider.name),
-    )  # fmt: skip
-    with provider.context() if provider.context else contextlib.nullcontext(), _grad_mode(case):
-        benchmark(call)
-
-
-def _grad_mode(case):
-    return torch.no_grad() if case.direction == "forward" else torch.enable_grad()
+    run_case(benchmark, case, provider, DEVICE)

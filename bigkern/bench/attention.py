@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 import bigkern
-from bigkern.bench.harness import Case, Inputs, Provider, bigkern_providers, compile_provider
+from bigkern.bench.harness import Case, Inputs, Provider, bigkern_providers, compile_provider, input_generators
 
 CPU_CASES = [  # (B, Hq, Hkv, Lq, Lk, D, directions, measure memory)
     (2, 8, 8, 1024, 1024, 64, ("forward", "forward+backward"), False),
@@ -56,16 +56,14 @@ def attention_flops(b: int, h: int, lq: int, lk: int, d: int, causal: bool, dire
 
 
 def make_case(b, hq, hkv, lq, lk, d, dtype, causal, direction, measure_memory=False, seed=0) -> Case:
-    counter = [0]
+    generators = input_generators(seed)
     params = {"heads_kv": hkv, "length_kv": lk, "causal": causal}
     if measure_memory:
         params["measure_cpu_memory"] = True
 
     def make_inputs(device) -> Inputs:
         device = torch.device(device)
-        gen = torch.Generator(device=device)
-        gen.manual_seed(seed + counter[0])  # a different, reproducible input set each call
-        counter[0] += 1
+        gen = generators(device)
         backward = direction == "forward+backward"
 
         def randn(*shape):

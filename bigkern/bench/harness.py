@@ -206,6 +206,20 @@ def compile_provider(fn: Callable, name: str = "torch.compile", **compile_kwargs
     return Provider(name, make=make)
 
 
+def input_generators(seed: int) -> Callable[[torch.device | str], torch.Generator]:
+    """A source of generators for a case's ``make_inputs``: each call gives a generator on the
+    device seeded ``seed``, ``seed + 1``, ... so that every input set is different and reproducible."""
+    calls = [0]
+
+    def next_generator(device) -> torch.Generator:
+        gen = torch.Generator(device=torch.device(device))
+        gen.manual_seed(seed + calls[0])
+        calls[0] += 1
+        return gen
+
+    return next_generator
+
+
 def make_tensor(
     shape: Sequence[int],
     dtype: torch.dtype,

@@ -48,6 +48,7 @@ from bigkern.bench.harness import (
     Provider,
     bigkern_providers,
     compile_provider,
+    input_generators,
     make_tensor,
 )
 from bigkern.ops.pool import pooled_size
@@ -141,13 +142,11 @@ def make_case(pool_op: PoolOp, shape, dtype: torch.dtype, layout: str, direction
     shape = tuple(shape)
     oh, ow = pool_op.output_hw(shape[2], shape[3])
     writers = indices_written_by(pool_op, direction)
-    counter = [0]
+    generators = input_generators(seed)
 
     def make_inputs(device) -> Inputs:
         device = torch.device(device)
-        gen = torch.Generator(device=device)
-        gen.manual_seed(seed + counter[0])  # a different, reproducible input set each call
-        counter[0] += 1
+        gen = generators(device)
         backward = direction == "forward+backward"
         x = make_tensor(shape, dtype, device, layout, requires_grad=backward, generator=gen)
         grad = make_tensor((shape[0], shape[1], oh, ow), dtype, device, layout, generator=gen) if backward else None
