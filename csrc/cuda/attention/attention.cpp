@@ -46,6 +46,15 @@ void check_kernel_layout(const char* op, const char* name, const at::Tensor& t) 
               ".contiguous()");
 }
 
+bool has_kernel_layout(const at::Tensor& t) {
+  if (t.numel() > 0 && reinterpret_cast<uintptr_t>(t.const_data_ptr()) % 16 != 0) return false;
+  for (int64_t d = 0; d < t.dim(); ++d) {
+    const bool last = d + 1 == t.dim();
+    if (t.size(d) > 1 && (last ? t.stride(d) != 1 : t.stride(d) % 8 != 0)) return false;
+  }
+  return true;
+}
+
 void check_device_supported(const char* op, const at::Tensor& t) {
   const cudaDeviceProp* prop = at::cuda::getDeviceProperties(t.device().index());
   TORCH_CHECK(prop->major >= 8, op, ": the CUDA attention kernels need compute capability 8.0 or newer (",

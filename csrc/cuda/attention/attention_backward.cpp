@@ -41,17 +41,11 @@ void check_tensor(const at::Tensor& t, const char* name, const at::Tensor& q, at
   TORCH_CHECK(t.sizes() == shape, kOp, ": `", name, "` must have shape ", shape, ", got ", t.sizes());
 }
 
-// The kernels read out and grad_out rows as 16-byte vectors (last dim contiguous, other strides
-// multiples of 8 elements, 16-byte aligned data). out comes from the forward and qualifies;
-// grad_out is whatever autograd hands over (the op layer only makes its last dim contiguous), so
-// a tensor that does not qualify is copied once into a contiguous one.
+// The kernels read out and grad_out rows as 16-byte vectors (has_kernel_layout). out comes from
+// the forward and qualifies; grad_out is whatever autograd hands over (the op layer only makes its
+// last dim contiguous), so a tensor that does not qualify is copied once into a contiguous one.
 at::Tensor vector_aligned(const at::Tensor& t) {
-  bool aligned = reinterpret_cast<std::uintptr_t>(t.const_data_ptr()) % 16 == 0;
-  for (int64_t d = 0; d < t.dim(); ++d) {
-    const bool last = d + 1 == t.dim();
-    aligned = aligned && (t.size(d) <= 1 || (last ? t.stride(d) == 1 : t.stride(d) % 8 == 0));
-  }
-  return aligned ? t : t.clone(at::MemoryFormat::Contiguous);
+  return has_kernel_layout(t) ? t : t.clone(at::MemoryFormat::Contiguous);
 }
 
 template <ElementType kType>

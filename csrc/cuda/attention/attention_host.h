@@ -27,6 +27,9 @@ void check_attention_inputs(const char* op, const at::Tensor& q, const at::Tenso
 // stride (of a dim longer than 1) a multiple of 8 elements, data 16-byte aligned.
 void check_kernel_layout(const char* op, const char* name, const at::Tensor& t);
 
+// The same test as a predicate, for callers that copy a tensor which does not qualify.
+bool has_kernel_layout(const at::Tensor& t);
+
 // Checks that the device of `t` has the tensor cores and copies the kernels use (sm_80+).
 void check_device_supported(const char* op, const at::Tensor& t);
 
