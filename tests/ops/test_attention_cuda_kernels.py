@@ -132,3 +132,18 @@ def test_bad_input(change, message):
     q, k, v = change(q, k, v)
     with pytest.raises(RuntimeError, match=message):
         torch.ops.bigkern.attention_forward(q, k, v, None, 0.0, 0, 0.125, 0, 0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_opcheck(dtype):
+    """Schema, fake kernel, autograd registration and dispatch of the CUDA implementations."""
+    q, k, v = (t.requires_grad_() for t in _inputs(1, 4, 2, 37, 53, 64, dtype))
+    mask = (torch.rand(1, 1, 1, 53, device="cuda") > 0.2).expand(1, 4, 37, 53)
+    for args in ((q, k, v, None, 0.0, 1, 0.125, 0, 0), (q, k, v, mask, 0.2, 2, 0.125, 42, 3)):
+        torch.library.opcheck(torch.ops.bigkern.attention_forward.default, args)
+    out, lse = torch.ops.bigkern.attention_forward(q, k, v, None, 0.0, 0, 0.125, 0, 0)
+    grad = torch.randn_like(out)
+    for deterministic in (False, True):
+        args = (grad, q.detach(), k.detach(), v.detach(), out.detach(), lse.detach(), None, 0.0, 0, 0.125, 0, 0,
+                deterministic)  # fmt: skip
+        torch.library.opcheck(torch.ops.bigkern.attention_backward.default, args)
