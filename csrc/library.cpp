@@ -7,4 +7,5 @@
 TORCH_LIBRARY(bigkern, m) {
   bigkern::define_pool_ops(m);
   bigkern::define_attention_ops(m);
+  bigkern::define_rnn_ops(m);
 }

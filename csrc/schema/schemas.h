@@ -5,4 +5,5 @@
 namespace bigkern {
 void define_pool_ops(torch::Library& m);
 void define_attention_ops(torch::Library& m);
+void define_rnn_ops(torch::Library& m);
 }  // namespace bigkern
