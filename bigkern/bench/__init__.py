@@ -17,6 +17,7 @@ from types import ModuleType
 SUITES: dict[str, str] = {
     "pool": "bigkern.bench.pool",
     "attention": "bigkern.bench.attention",
+    "lstm": "bigkern.bench.lstm",
 }
 
 

@@ -51,9 +51,10 @@ from bigkern import backend as _backend
 from bigkern.bench import environment
 
 SCHEMA_VERSION = 1
-#: Memory layouts a case may name: images (pooling, conv) and (batch, heads, length, dim) sequences
-#: ("bhsd": contiguous as SDPA takes them; "bshd": the transposed view a projection produces).
-LAYOUTS = ("nchw", "channels_last", "bhsd", "bshd")
+#: Memory layouts a case may name: images (pooling, conv), (batch, heads, length, dim) sequences
+#: ("bhsd": contiguous as SDPA takes them; "bshd": the transposed view a projection produces) and
+#: recurrent inputs ("lnh": (length, batch, features), torch.nn.LSTM's default).
+LAYOUTS = ("nchw", "channels_last", "bhsd", "bshd", "lnh")
 DIRECTIONS = ("forward", "forward+backward")
 #: bigkern backends worth timing on each device type (provider name = "bigkern-" + backend).
 BIGKERN_BACKENDS = {"cpu": ("cpu", "triton"), "cuda": ("cuda", "triton")}

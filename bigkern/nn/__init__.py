@@ -2,6 +2,7 @@
 
 from bigkern.nn.attention import MultiheadAttention
 from bigkern.nn.pool import AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, MaxPool2d
+from bigkern.nn.rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 from bigkern.nn.transformer import (
     Transformer,
     TransformerDecoder,
@@ -14,4 +15,5 @@ __all__ = [
     "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d",
     "MultiheadAttention", "TransformerEncoderLayer", "TransformerDecoderLayer",
     "TransformerEncoder", "TransformerDecoder", "Transformer",
+    "LSTM", "LSTMCell", "GRU", "GRUCell", "RNN", "RNNCell",
 ]  # fmt: skip
