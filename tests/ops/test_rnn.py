@@ -189,8 +189,6 @@ SEQUENCE_CASES = _sequence_cases(24)
 @pytest.mark.parametrize("kind,config,form,with_hx,seed", SEQUENCE_CASES)
 def test_sequence_modules_match_torch(backend, kind, config, form, with_hx, seed):
     small = backend == "triton" and device_of(backend) == "cpu"
-    if small and seed % 3:
-        pytest.skip("the interpreter runs a third of the random configurations")
     for dtype in dtypes_of(backend):
         batch, steps, input_size, hidden = (3, 4, 5, 7) if small else (5, 9, 11, 13)
         check_sequence_case(backend, kind, config, dtype, batch, steps, input_size, hidden, form, with_hx, seed)
@@ -328,6 +326,18 @@ def test_layer_op_matches_reference_contract(backend, mode, lengths, hidden, pro
     for what, o, r in zip(("grad_x_proj", "grad_hx", "grad_cx", "grad_w_hh", "grad_b_hh", "grad_w_hr"), ours_g, ref_g):
         assert o.shape == r.shape, f"{what}: shape {tuple(o.shape)} != {tuple(r.shape)}"
         torch.testing.assert_close(o.double().cpu(), r.cpu(), rtol=5e-5, atol=5e-5, msg=lambda m: f"{what}: {m}")
+
+
+@pytest.mark.triton
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter's block override; on a GPU the autotuner picks")
+@pytest.mark.parametrize("config", range(6))
+def test_every_triton_forward_config(config, monkeypatch):
+    """Each block shape the autotuner may pick on a GPU, run under the interpreter."""
+    kernels = pytest.importorskip("bigkern.triton.rnn")
+    chosen = kernels.FORWARD_CONFIGS[config].kwargs
+    monkeypatch.setattr(kernels, "INTERPRETER_CONFIG", dict(chosen))
+    test_layer_op_matches_reference_contract("triton", 1, [5, 5, 3, 1], 11, 0, True, False)
+    test_layer_op_matches_reference_contract("triton", 0, [4, 4, 2], 8, 5, True, True)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
