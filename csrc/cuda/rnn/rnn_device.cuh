@@ -1,0 +1,149 @@
+// Device code shared by the CUDA recurrent kernels: the gate math, and the tile of work a thread
+// block does in one step (used by both the persistent kernel and the per-step kernel).
+//
+// Work mapping of a step: a block owns `units` consecutive hidden units, all G gates of them.
+// Each warp takes (batch row, unit) pairs in turn; its 32 lanes split the K dimension of the dot
+// products h_prev[row, :] . w[g * H + unit, :] (one per gate, so a row of h_prev is read once for
+// all G gates), then reduce across the warp; lane 0 runs the gate math and stores. Weights are read
+// through a pointer and a row stride, so the same code multiplies by a slice resident in shared
+// memory (persistent kernel) or by the weights in global memory (per-step kernel).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+#include "cuda/rnn/rnn_params.h"
+
+namespace bigkern::cuda::rnn {
+
+__device__ __forceinline__ float to_float(float x) { return x; }
+__device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
+__device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+template <typename T>
+__device__ __forceinline__ T from_float(float x);
+template <>
+__device__ __forceinline__ float from_float<float>(float x) { return x; }
+template <>
+__device__ __forceinline__ __half from_float<__half>(float x) { return __float2half_rn(x); }
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+
+__device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + __expf(-x)); }
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+constexpr int gate_count(int mode) { return mode == 0 ? 4 : mode == 1 ? 3 : 1; }
+
+// The weights a block multiplies by: row (g, u) of its slice at w + (g * units + u) * ld when
+// `sliced`, else the full matrix's row g * H + unit0 + u.
+template <typename T>
+struct GateRows {
+  const T* w;
+  int64_t ld;
+  bool sliced;
+  int64_t units, hidden, unit0;
+  __device__ __forceinline__ const T* row(int g, int64_t u) const {
+    return sliced ? w + (g * units + u) * ld : w + (g * hidden + unit0 + u) * ld;
+  }
+};
+
+// One step of `rows` batch rows for units [unit0, unit0 + units) of a block. h_prev / h_next
+// float32 (B, P); x_proj rows start at row_offset. Cells pass `x` / `w_ih` (a second product
+// into the same sums; the GRU's n gate keeps its input part apart).
+template <typename T, int MODE>
+__device__ void step_tile(const StepParams& p, const GateRows<T>& w_hh, const GateRows<T>& w_ih, const T* x,
+                          const float* h_prev, float* h_next, int64_t row_offset, int64_t rows, int64_t unit0,
+                          int64_t units) {
+  constexpr int G = gate_count(MODE);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  const int64_t H = p.hidden, P = p.out_size, I = p.input_size;
+  const T* x_proj = static_cast<const T*>(p.x_proj);
+  const T* b_hh = static_cast<const T*>(p.b_hh);
+  const T* b_ih = static_cast<const T*>(p.b_ih);
+  for (int64_t pair = warp; pair < rows * units; pair += warps) {
+    const int64_t b = pair / units, u = pair % units, j = unit0 + u;
+    float acc[4] = {0.f, 0.f, 0.f, 0.f}, x_n = 0.f;
+    const float* h_row = h_prev + b * P;
+    for (int64_t k = lane; k < P; k += 32) {
+      const float h = h_row[k];
+#pragma unroll
+      for (int g = 0; g < G; ++g) acc[g] += h * to_float(w_hh.row(g, u)[k]);
+    }
+    if (x != nullptr) {
+      const T* x_row = x + b * I;
+      for (int64_t k = lane; k < I; k += 32) {
+        const float xv = to_float(x_row[k]);
+#pragma unroll
+        for (int g = 0; g < G; ++g) {
+          const float prod = xv * to_float(w_ih.row(g, u)[k]);
+          if (MODE == 1 && g == 2) {
+            x_n += prod;
+          } else {
+            acc[g] += prod;
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int g = 0; g < G; ++g) acc[g] = warp_sum(acc[g]);
+    if (x != nullptr && MODE == 1) x_n = warp_sum(x_n);
+    if (lane != 0) continue;
+    const int64_t row = row_offset + b;
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      if (b_hh != nullptr) acc[g] += to_float(b_hh[g * H + j]);
+      float x_part = 0.f;
+      if (x_proj != nullptr) x_part = to_float(x_proj[row * G * H + g * H + j]);
+      if (b_ih != nullptr) x_part += to_float(b_ih[g * H + j]);
+      if (MODE == 1 && g == 2) {
+        x_n += x_part;
+      } else {
+        acc[g] += x_part;
+      }
+    }
+    float* ws = p.workspace != nullptr ? p.workspace + row * p.ws_width + j : nullptr;
+    float h;
+    if (MODE == 0) {
+      const float i = sigmoid(acc[0]), f = sigmoid(acc[1]), g = tanhf(acc[2]), o = sigmoid(acc[3]);
+      float* c = p.c_state + b * H + j;
+      const float c1 = f * *c + i * g;
+      *c = c1;
+      h = o * tanhf(c1);
+      if (ws != nullptr) {
+        ws[0] = i;
+        ws[H] = f;
+        ws[2 * H] = g;
+        ws[3 * H] = o;
+        ws[4 * H] = c1;
+        if (p.h_raw != nullptr) ws[5 * H] = h;
+      }
+    } else if (MODE == 1) {
+      const float r = sigmoid(acc[0]), z = sigmoid(acc[1]), n = tanhf(x_n + r * acc[2]);
+      h = (1.f - z) * n + z * h_row[j];
+      if (ws != nullptr) {
+        ws[0] = r;
+        ws[H] = z;
+        ws[2 * H] = n;
+        ws[3 * H] = acc[2];
+      }
+    } else {
+      h = MODE == 2 ? tanhf(acc[0]) : fmaxf(acc[0], 0.f);
+      if (ws != nullptr) ws[0] = h;
+    }
+    if (p.h_raw != nullptr) {
+      p.h_raw[b * H + j] = h;
+    } else {
+      h_next[b * P + j] = h;
+      static_cast<T*>(p.output)[row * P + j] = from_float<T>(h);
+    }
+  }
+}
+
+}  // namespace bigkern::cuda::rnn
