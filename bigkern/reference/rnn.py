@@ -3,9 +3,10 @@
 Same signatures and contract as the C++ schemas (csrc/schema/rnn.cpp): modes, gate order,
 the packed time-major layout of the layer ops and the workspace each forward saves. The math
 runs in the accumulation type (float32 for float16 / bfloat16 / float32, float64 for float64)
-and rounds to the tensors' dtype at the end, as the kernels do. The backward functions
-differentiate the same math with autograd; they ignore the workspace's values (they only
-check its shape), so they are an independent check of the kernels' hand-derived backward.
+and rounds to the tensors' dtype at the end, as the kernels do. The backward functions derive
+the gradients by hand from the workspace, as the kernels must (the backward schemas carry
+neither x_proj nor the biases: the saved gates stand for them); tests/ops/test_rnn.py checks
+them against autograd through torch.nn.
 """
 
 from __future__ import annotations
@@ -81,28 +82,25 @@ def rnn_cell_forward(mode, input, hx, cx, w_ih, w_hh, b_ih, b_hh, save_workspace
 
 
 def rnn_cell_backward(mode, grad_hy, grad_cy, input, hx, cx, w_ih, w_hh, workspace, has_bias):
-    acc = acc_dtype(input.dtype)
-    hidden = hx.shape[1]
-    gates = GATES[mode]
-    leaves = [t.detach().to(acc).requires_grad_() for t in (input, hx, w_ih, w_hh)]
-    x, h, wi, wh = leaves
-    c = cx.detach().to(acc).requires_grad_() if mode == LSTM else None
-    bi = torch.zeros(gates * hidden, dtype=acc, device=input.device, requires_grad=True) if has_bias else None
-    bh = torch.zeros(gates * hidden, dtype=acc, device=input.device, requires_grad=True) if has_bias else None
-    x_part = x @ wi.t() + (bi if bi is not None else 0)
-    h1, c1, _ = _step(mode, x_part, h, c, wh, bh, None)
-    outputs, grads = [h1], [grad_hy.to(acc)]
-    if mode == LSTM and grad_cy is not None:
-        outputs.append(c1)
-        grads.append(grad_cy.to(acc))
-    wrt = leaves + ([c] if c is not None else []) + ([bi, bh] if has_bias else [])
-    got = torch.autograd.grad(outputs, wrt, grads, allow_unused=True)
-    got = [torch.zeros_like(w) if g is None else g for g, w in zip(got, wrt)]
-    g_x, g_h, g_wi, g_wh = (g.to(input.dtype) for g in got[:4])
-    rest = got[4:]
-    g_c = rest.pop(0).to(input.dtype) if mode == LSTM else _empty(input)
-    g_bi, g_bh = (rest[0].to(input.dtype), rest[1].to(input.dtype)) if has_bias else (_empty(input), _empty(input))
-    return g_x, g_h, g_c, g_wi, g_wh, g_bi, g_bh
+    """The gate gradients by hand from the workspace (the biases are not arguments: the saved gates
+    already hold their effect), then the products."""
+    dtype = input.dtype
+    acc = acc_dtype(dtype)
+    dh = grad_hy.to(acc)
+    dc = (grad_cy.to(acc) if grad_cy is not None else torch.zeros_like(dh)) if mode == LSTM else None
+    c_prev = cx.to(acc) if mode == LSTM else None
+    d_x, d_rec, direct, dc_prev, _ = _step_backward(mode, dh, dc, workspace.to(acc), hx.to(acc), c_prev, w_hh.to(acc), None)
+    grad_hx = d_rec @ w_hh.to(acc) + (direct if direct is not None else 0)
+    empty = _empty(input)
+    return (
+        (d_x @ w_ih.to(acc)).to(dtype),
+        grad_hx.to(dtype),
+        dc_prev.to(dtype) if mode == LSTM else empty,
+        (d_x.t() @ input.to(acc)).to(dtype),
+        (d_rec.t() @ hx.to(acc)).to(dtype),
+        d_x.sum(0).to(dtype) if has_bias else empty,
+        d_rec.sum(0).to(dtype) if has_bias else empty,
+    )
 
 
 # ---------------------------------------------------------------------------------------------

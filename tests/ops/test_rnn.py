@@ -294,6 +294,44 @@ def _batch_sizes(lengths):
     return torch.tensor([sum(1 for length in lengths if length > t) for t in range(steps)], dtype=torch.int64)
 
 
+@pytest.mark.parametrize("mode", [0, 1, 2, 3])
+def test_reference_backward_matches_autograd(mode):
+    """The oracle's hand-derived backward (cells and layers) against autograd through its forward."""
+    gates, dt = reference.GATES[mode], torch.float64
+    x, h = torch.randn(3, 4, dtype=dt), torch.randn(3, 5, dtype=dt)
+    c = torch.randn(3, 5, dtype=dt) if mode == 0 else None
+    w_ih, w_hh = torch.randn(gates * 5, 4, dtype=dt), torch.randn(gates * 5, 5, dtype=dt)
+    b_ih, b_hh = torch.randn(gates * 5, dtype=dt), torch.randn(gates * 5, dtype=dt)
+    leaves = [t.clone().requires_grad_() for t in (x, h, w_ih, w_hh, b_ih, b_hh)] + ([c.clone().requires_grad_()] if c is not None else [])
+    hy, cy, ws = reference.rnn_cell_forward(mode, *leaves[:2], leaves[6] if c is not None else None, *leaves[2:6], True)
+    g_h, g_c = torch.randn_like(hy), torch.randn_like(hy) if mode == 0 else None
+    loss = (hy * g_h).sum() + ((cy * g_c).sum() if mode == 0 else 0)
+    expected = torch.autograd.grad(loss, leaves)
+    got = reference.rnn_cell_backward(mode, g_h, g_c, x, h, c, w_ih, w_hh, ws.detach(), True)
+    pairs = [(got[0], expected[0]), (got[1], expected[1]), (got[3], expected[2]), (got[4], expected[3]),
+             (got[5], expected[4]), (got[6], expected[5])] + ([(got[2], expected[6])] if mode == 0 else [])  # fmt: skip
+    for ours, theirs in pairs:
+        torch.testing.assert_close(ours, theirs)
+    batch_sizes = _batch_sizes([4, 3, 3, 1])
+    for reverse in (False, True):
+        x_proj = torch.randn(int(batch_sizes.sum()), gates * 5, dtype=dt, requires_grad=True)
+        h0 = torch.randn(4, 5, dtype=dt, requires_grad=True)
+        c0 = torch.randn(4, 5, dtype=dt, requires_grad=True) if mode == 0 else None
+        wh, bh = w_hh.clone().requires_grad_(), b_hh.clone().requires_grad_()
+        out, hy, cy, ws = reference.rnn_layer_forward(mode, x_proj, batch_sizes, h0, c0, wh, bh, None, reverse, True)
+        g_out, g_h = torch.randn_like(out), torch.randn_like(hy)
+        g_c = torch.randn_like(cy) if mode == 0 else None
+        loss = (out * g_out).sum() + (hy * g_h).sum() + ((cy * g_c).sum() if mode == 0 else 0)
+        wrt = [x_proj, h0, wh, bh] + ([c0] if mode == 0 else [])
+        expected = torch.autograd.grad(loss, wrt)
+        got = reference.rnn_layer_backward(mode, g_out, g_h, g_c, batch_sizes, h0.detach(), c0.detach() if c0 is not None else None,
+                                           w_hh, b_hh, None, out.detach(), ws.detach(), reverse)  # fmt: skip
+        for ours, theirs in [(got[0], expected[0]), (got[1], expected[1]), (got[3], expected[2]), (got[4], expected[3])]:
+            torch.testing.assert_close(ours, theirs)
+        if mode == 0:
+            torch.testing.assert_close(got[2], expected[4])
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("mode,lengths,hidden,proj,bias,reverse", LAYER_CASES)
 def test_layer_op_matches_reference_contract(backend, mode, lengths, hidden, proj, bias, reverse):

@@ -13,43 +13,17 @@
 
 #include <algorithm>
 
-#include "cuda/rnn/rnn_device.cuh"
+#include "cuda/rnn/rnn_kernels.cuh"
 
 namespace bigkern::cuda::rnn {
 namespace {
-
-constexpr int kThreads = 256;
-
-template <typename T, int MODE>
-__device__ void carry_rows(const StepParams& p, const float* h_prev, float* h_next, int64_t rows, int64_t unit0,
-                           int64_t units) {
-  // Sequences without this step (ended, or not begun in reverse) keep their state.
-  if (p.h_raw != nullptr) return;
-  const int64_t P = p.out_size;
-  for (int64_t idx = threadIdx.x; idx < (p.batch - rows) * units; idx += blockDim.x) {
-    const int64_t b = rows + idx / units, j = unit0 + idx % units;
-    h_next[b * P + j] = h_prev[b * P + j];
-  }
-}
-
-template <typename T, int MODE>
-__global__ void __launch_bounds__(kThreads) step_kernel(StepParams p, int64_t row_offset, int64_t rows, int cur,
-                                                        int64_t units) {
-  const int64_t unit0 = blockIdx.x * units, n = min(units, p.hidden - unit0);
-  const GateRows<T> w_hh{static_cast<const T*>(p.w_hh), p.out_size, false, units, p.hidden, unit0};
-  const GateRows<T> w_ih{static_cast<const T*>(p.w_ih), p.input_size, false, units, p.hidden, unit0};
-  const float* h_prev = p.h_state[cur];
-  float* h_next = p.h_state[1 - cur];
-  step_tile<T, MODE>(p, w_hh, w_ih, static_cast<const T*>(p.input), h_prev, h_next, row_offset, rows, unit0, n);
-  carry_rows<T, MODE>(p, h_prev, h_next, rows, unit0, n);
-}
 
 template <typename T, int MODE>
 __global__ void __launch_bounds__(kThreads) persistent_kernel(StepParams p, int64_t units) {
   extern __shared__ __align__(16) unsigned char smem_bytes[];
   T* slice = reinterpret_cast<T*>(smem_bytes);
   constexpr int G = gate_count(MODE);
-  const int64_t unit0 = blockIdx.x * units, n = min(units, p.hidden - unit0), P = p.out_size;
+  const int64_t unit0 = blockIdx.x * units, n = std::min<int64_t>(units, p.hidden - unit0), P = p.out_size;
   const T* w_hh = static_cast<const T*>(p.w_hh);
   for (int64_t idx = threadIdx.x; idx < G * n * P; idx += blockDim.x) {
     const int64_t g = idx / (n * P), u = (idx / P) % n, k = idx % P;

@@ -16,6 +16,14 @@
 
 #include "cuda/rnn/rnn_params.h"
 
+// Full unrolling keeps the per-gate accumulators in registers. Only the device pass knows the
+// pragma (the SIMT emulator compiles these headers as host C++).
+#if defined(__CUDA_ARCH__)
+#define BIGKERN_RNN_UNROLL _Pragma("unroll")
+#else
+#define BIGKERN_RNN_UNROLL
+#endif
+
 namespace bigkern::cuda::rnn {
 
 __device__ __forceinline__ float to_float(float x) { return x; }
@@ -34,7 +42,7 @@ __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) { re
 __device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + __expf(-x)); }
 
 __device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
+BIGKERN_RNN_UNROLL
   for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
   return v;
 }
@@ -73,14 +81,14 @@ __device__ void step_tile(const StepParams& p, const GateRows<T>& w_hh, const Ga
     const float* h_row = h_prev + b * P;
     for (int64_t k = lane; k < P; k += 32) {
       const float h = h_row[k];
-#pragma unroll
+BIGKERN_RNN_UNROLL
       for (int g = 0; g < G; ++g) acc[g] += h * to_float(w_hh.row(g, u)[k]);
     }
     if (x != nullptr) {
       const T* x_row = x + b * I;
       for (int64_t k = lane; k < I; k += 32) {
         const float xv = to_float(x_row[k]);
-#pragma unroll
+BIGKERN_RNN_UNROLL
         for (int g = 0; g < G; ++g) {
           const float prod = xv * to_float(w_ih.row(g, u)[k]);
           if (MODE == 1 && g == 2) {
@@ -91,12 +99,12 @@ __device__ void step_tile(const StepParams& p, const GateRows<T>& w_hh, const Ga
         }
       }
     }
-#pragma unroll
+BIGKERN_RNN_UNROLL
     for (int g = 0; g < G; ++g) acc[g] = warp_sum(acc[g]);
     if (x != nullptr && MODE == 1) x_n = warp_sum(x_n);
     if (lane != 0) continue;
     const int64_t row = row_offset + b;
-#pragma unroll
+BIGKERN_RNN_UNROLL
     for (int g = 0; g < G; ++g) {
       if (b_hh != nullptr) acc[g] += to_float(b_hh[g * H + j]);
       float x_part = 0.f;
