@@ -91,14 +91,28 @@ def _accumulate(A, lda, W, K, H, offs_b, rows, offs_h, acc0, acc1, acc2, acc3, M
 
 @triton.jit
 def _part(P, row_base, ld, gate, H, offs_b, rows, offs_h):
-    """Rows of a (rows, G*H) matrix's gate block as float32, zeros outside (P None-safe by caller)."""
+    """Gate block ``gate`` of rows of a (rows, G*H) matrix as float32, zeros outside."""
     ptrs = P + (row_base + offs_b).to(tl.int64)[:, None] * ld + gate * H + offs_h[None, :]
     return tl.load(ptrs, mask=(offs_b < rows)[:, None] & (offs_h < H)[None, :], other=0.0).to(tl.float32)
 
 
 @triton.jit
-def _bias(Bp, gate, H, offs_h):
-    return tl.load(Bp + gate * H + offs_h, mask=offs_h < H, other=0.0).to(tl.float32)[None, :]
+def _add_gates(acc0, acc1, acc2, acc3, Src, row_base, ld, H, offs_b, rows, offs_h, MODE: tl.constexpr,
+               N_SLOT: tl.constexpr):
+    """acc_g += gate g's block of the (rows, G*H) matrix Src (row stride ld); the GRU's n gate goes
+    to slot N_SLOT (3: the input part, 2: the recurrent part h_n)."""
+    acc0 += _part(Src, row_base, ld, 0, H, offs_b, rows, offs_h)
+    if MODE == 0:
+        acc1 += _part(Src, row_base, ld, 1, H, offs_b, rows, offs_h)
+        acc2 += _part(Src, row_base, ld, 2, H, offs_b, rows, offs_h)
+        acc3 += _part(Src, row_base, ld, 3, H, offs_b, rows, offs_h)
+    if MODE == 1:
+        acc1 += _part(Src, row_base, ld, 1, H, offs_b, rows, offs_h)
+        if N_SLOT == 3:
+            acc3 += _part(Src, row_base, ld, 2, H, offs_b, rows, offs_h)
+        else:
+            acc2 += _part(Src, row_base, ld, 2, H, offs_b, rows, offs_h)
+    return acc0, acc1, acc2, acc3
 
 
 @triton.jit
@@ -129,32 +143,11 @@ def _gates_forward_kernel(
                                          MODE, 2, BLOCK_K, PRECISION)
     G: tl.constexpr = 4 if MODE == 0 else (3 if MODE == 1 else 1)
     if HAS_XPROJ:
-        acc0 += _part(XPROJ, row_base, G * H, 0, H, offs_b, rows, offs_h)
-        if MODE == 0:
-            acc1 += _part(XPROJ, row_base, G * H, 1, H, offs_b, rows, offs_h)
-            acc2 += _part(XPROJ, row_base, G * H, 2, H, offs_b, rows, offs_h)
-            acc3 += _part(XPROJ, row_base, G * H, 3, H, offs_b, rows, offs_h)
-        if MODE == 1:
-            acc1 += _part(XPROJ, row_base, G * H, 1, H, offs_b, rows, offs_h)
-            acc3 += _part(XPROJ, row_base, G * H, 2, H, offs_b, rows, offs_h)
-    if HAS_BIAS_IH:
-        acc0 += _bias(B_IH, 0, H, offs_h)
-        if MODE == 0:
-            acc1 += _bias(B_IH, 1, H, offs_h)
-            acc2 += _bias(B_IH, 2, H, offs_h)
-            acc3 += _bias(B_IH, 3, H, offs_h)
-        if MODE == 1:
-            acc1 += _bias(B_IH, 1, H, offs_h)
-            acc3 += _bias(B_IH, 2, H, offs_h)
+        acc0, acc1, acc2, acc3 = _add_gates(acc0, acc1, acc2, acc3, XPROJ, row_base, G * H, H, offs_b, rows, offs_h, MODE, 3)
+    if HAS_BIAS_IH:  # a bias is a matrix of row stride 0
+        acc0, acc1, acc2, acc3 = _add_gates(acc0, acc1, acc2, acc3, B_IH, 0, 0, H, offs_b, rows, offs_h, MODE, 3)
     if HAS_BIAS_HH:
-        acc0 += _bias(B_HH, 0, H, offs_h)
-        if MODE == 0:
-            acc1 += _bias(B_HH, 1, H, offs_h)
-            acc2 += _bias(B_HH, 2, H, offs_h)
-            acc3 += _bias(B_HH, 3, H, offs_h)
-        if MODE == 1:
-            acc1 += _bias(B_HH, 1, H, offs_h)
-            acc2 += _bias(B_HH, 2, H, offs_h)
+        acc0, acc1, acc2, acc3 = _add_gates(acc0, acc1, acc2, acc3, B_HH, 0, 0, H, offs_b, rows, offs_h, MODE, 2)
     ws_ptr = WS + (row_base + offs_b).to(tl.int64)[:, None] * ld_ws + offs_h[None, :]
     state_ptr = offs_b.to(tl.int64)[:, None] * H + offs_h[None, :]
     if MODE == 0:
