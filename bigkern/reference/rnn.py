@@ -31,11 +31,13 @@ def workspace_width(mode: int, hidden: int, projecting: bool = False) -> int:
     return hidden
 
 
-def _step(mode, x_part, h, c, w_hh, b_hh, w_hr):
+def _step(mode, x_part, h, c, w_hh, b_hh, w_hr, operand_dtype=None):
     """One step from the input part of the gates (x @ w_ih^T + b_ih); all in acc.
 
-    Returns (h', c' or None, workspace row block)."""
-    h_part = h @ w_hh.t()
+    ``operand_dtype``: round h to it for the recurrent product only, as tensor-core kernels do
+    with their A operand (None: no rounding). Returns (h', c' or None, workspace row block)."""
+    h_operand = h if operand_dtype is None else h.to(operand_dtype).to(h.dtype)
+    h_part = h_operand @ w_hh.t()
     if b_hh is not None:
         h_part = h_part + b_hh
     if mode == LSTM:
@@ -119,7 +121,7 @@ def step_rows(batch_sizes: torch.Tensor, reverse: bool):
     return [(t, offsets[t], sizes[t]) for t in order]
 
 
-def _layer(mode, x_proj, batch_sizes, hx, cx, w_hh, b_hh, w_hr, reverse):
+def _layer(mode, x_proj, batch_sizes, hx, cx, w_hh, b_hh, w_hr, reverse, operand_dtype=None):
     """The layer in acc with autograd-friendly ops: (output rows, h, c, workspace rows)."""
     acc = x_proj.dtype
     n = x_proj.shape[0]
@@ -127,7 +129,7 @@ def _layer(mode, x_proj, batch_sizes, hx, cx, w_hh, b_hh, w_hr, reverse):
     out_rows, ws_rows, row_ids = [], [], []
     for _, off, size in step_rows(batch_sizes, reverse):
         h_act, c_act = h[:size], (c[:size] if c is not None else None)
-        h1, c1, ws = _step(mode, x_proj[off : off + size], h_act, c_act, w_hh, b_hh, w_hr)
+        h1, c1, ws = _step(mode, x_proj[off : off + size], h_act, c_act, w_hh, b_hh, w_hr, operand_dtype)
         out_rows.append(h1)
         ws_rows.append(ws)
         row_ids.append(torch.arange(off, off + size))
@@ -149,12 +151,15 @@ def _check_batch_sizes(batch_sizes, n, batch):
     assert all(a >= b for a, b in zip(sizes, sizes[1:])), sizes
 
 
-def rnn_layer_forward(mode, x_proj, batch_sizes, hx, cx, w_hh, b_hh, w_hr, reverse, save_workspace):
+def rnn_layer_forward(mode, x_proj, batch_sizes, hx, cx, w_hh, b_hh, w_hr, reverse, save_workspace, *,
+                      operand_dtype=None):
+    """``operand_dtype``: see _step (the CUDA tests model the tensor-core path with it)."""
     dtype = hx.dtype
     acc = acc_dtype(dtype)
     _check_batch_sizes(batch_sizes, x_proj.shape[0], hx.shape[0])
     output, h, c, ws = _layer(
-        mode, x_proj.to(acc), batch_sizes, hx.to(acc), _up(cx, acc), w_hh.to(acc), _up(b_hh, acc), _up(w_hr, acc), reverse
+        mode, x_proj.to(acc), batch_sizes, hx.to(acc), _up(cx, acc), w_hh.to(acc), _up(b_hh, acc), _up(w_hr, acc), reverse,
+        operand_dtype,
     )
     hidden = w_hh.shape[0] // GATES[mode]
     if not save_workspace:

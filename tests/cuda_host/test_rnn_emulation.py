@@ -1,7 +1,8 @@
 """The CUDA recurrent step kernels, run on the CPU (tests/cuda_host/rnn).
 
-emulate_rnn.cpp compiles csrc/cuda/rnn/rnn_kernels.cuh (the fused step forward, the cell, and the
-pointwise backward; step_tile is also the body of the persistent kernel) as host C++ against the
+emulate_rnn.cpp compiles csrc/cuda/rnn/rnn_kernels.cuh (the fused step forward, on tensor cores for
+float16/bfloat16 layers, the cell, and the pointwise backward; their step functions are also the
+body of the persistent kernel) as host C++ against the
 SIMT emulator, runs the per-step host loop of csrc/cuda/rnn/rnn.cpp on the problem this test
 writes, and the results are compared here with bigkern/reference/rnn.py in float64. The
 persistent kernel's grid-wide barrier cannot be emulated (blocks run one after another), so its
@@ -57,8 +58,14 @@ CASES = [  # mode, cell, lengths (batch = len), hidden, reverse, bias, dtype
     (0, True, [1, 1, 1], 13, False, True, torch.float32),
     (1, True, [1, 1, 1, 1], 11, False, True, torch.float32),
     (3, True, [1, 1], 6, False, False, torch.float32),
+    # float16 / bfloat16 layers: the tensor-core path (several m-tiles, padded units, > 64 rows)
     (0, False, [4, 3, 1], 12, False, True, torch.bfloat16),
     (1, False, [4, 4, 2], 12, True, True, torch.float16),
+    (0, False, [3] * 12 + [2] * 9, 13, True, True, torch.float16),
+    (1, False, [2] * 19, 9, False, False, torch.bfloat16),
+    (3, False, [2] * 70, 5, False, True, torch.bfloat16),
+    (2, False, [3, 3, 1], 24, True, True, torch.float16),
+    (0, True, [1, 1, 1], 13, False, True, torch.bfloat16),
 ]
 
 
@@ -103,8 +110,11 @@ def test_cuda_step_kernels_emulated(binary, tmp_path, mode, cell, lengths, hidde
                                                     t.get("b_ih"), t.get("b_hh"), True)  # fmt: skip
         torch.testing.assert_close(output, hy, **out_tol)
     else:
+        # float16/bfloat16 layers run on tensor cores, which round h to the dtype for the product.
+        operand = None if dtype == torch.float32 else dtype
         ref_out, hy, cy, ref_ws = reference.rnn_layer_forward(mode, t["x_proj"], batch_sizes, t["hx"], t.get("cx"),
-                                                              t["w_hh"], t.get("b_hh"), None, reverse, True)  # fmt: skip
+                                                              t["w_hh"], t.get("b_hh"), None, reverse, True,
+                                                              operand_dtype=operand)  # fmt: skip
         torch.testing.assert_close(output, ref_out, **out_tol)
         torch.testing.assert_close(_read(tmp_path, "hy", (batch, hidden)), hy, **acc_tol)
     torch.testing.assert_close(ws, ref_ws, **acc_tol)

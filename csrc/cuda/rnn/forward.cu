@@ -8,6 +8,9 @@
 // grid.sync(), which needs the co-residency the cooperative launch guarantees). The host picks
 // the fewest units per block whose slice fits in shared memory while every block stays resident;
 // when none does (very large hidden sizes), or for the projection, the per-step kernel runs.
+// float16/bfloat16 layers multiply on tensor cores (step_tile_mma: mma.m16n8k16, the slice read
+// from shared memory as the B operand, gate sums staged in shared memory after the slice);
+// float32 and the cells use the FMA path (step_tile).
 #include <cooperative_groups.h>
 #include <cuda_runtime.h>
 
@@ -18,11 +21,17 @@
 namespace bigkern::cuda::rnn {
 namespace {
 
+// Bytes of a block's w_hh slice, rounded up to 16 so the staged sums that follow stay aligned.
+__host__ __device__ constexpr size_t slice_bytes(int gates, int64_t units, int64_t out_size, size_t element) {
+  return (static_cast<size_t>(gates) * units * out_size * element + 15) / 16 * 16;
+}
+
 template <typename T, int MODE>
 __global__ void __launch_bounds__(kThreads) persistent_kernel(StepParams p, int64_t units) {
-  extern __shared__ __align__(16) unsigned char smem_bytes[];
-  T* slice = reinterpret_cast<T*>(smem_bytes);
+  extern __shared__ __align__(16) unsigned char rnn_shared[];
   constexpr int G = gate_count(MODE);
+  T* slice = reinterpret_cast<T*>(rnn_shared);
+  float* sums = reinterpret_cast<float*>(rnn_shared + slice_bytes(G, units, p.out_size, sizeof(T)));
   const int64_t unit0 = blockIdx.x * units, n = std::min<int64_t>(units, p.hidden - unit0), P = p.out_size;
   const T* w_hh = static_cast<const T*>(p.w_hh);
   for (int64_t idx = threadIdx.x; idx < G * n * P; idx += blockDim.x) {
@@ -36,16 +45,12 @@ __global__ void __launch_bounds__(kThreads) persistent_kernel(StepParams p, int6
   int cur = 0;
   for (int64_t v = 0; v < p.steps; ++v) {
     const int64_t offset = p.d_offsets[v], size = p.d_sizes[v];
-    step_tile<T, MODE>(p, rows_of, none, nullptr, p.h_state[cur], p.h_state[1 - cur], offset, size, unit0, n);
+    recurrent_step<T, MODE>(p, rows_of, none, nullptr, p.h_state[cur], p.h_state[1 - cur], offset, size, unit0, n,
+                            sums);
     carry_rows<T, MODE>(p, p.h_state[cur], p.h_state[1 - cur], size, unit0, n);
     grid.sync();
     cur = 1 - cur;
   }
-}
-
-template <typename T>
-size_t element_size() {
-  return sizeof(T);
 }
 
 // Calls f.template operator()<T, MODE>() for the run-time dtype and mode.
@@ -84,7 +89,7 @@ bool launch_persistent_forward(const StepParams& p, cudaStream_t stream) {
     // Fewest units per block (most blocks, up to about one per SM) whose slice fits and whose
     // grid is co-resident.
     for (int64_t units = std::max<int64_t>(1, (p.hidden + sms - 1) / sms); units <= p.hidden; ++units) {
-      const size_t smem = static_cast<size_t>(G) * units * p.out_size * sizeof(T);
+      const size_t smem = slice_bytes(G, units, p.out_size, sizeof(T)) + step_shared_bytes<T>(MODE, units);
       if (smem > static_cast<size_t>(smem_optin)) return;
       if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)) !=
           cudaSuccess) {
@@ -115,7 +120,7 @@ void launch_step_forward(const StepParams& p, int64_t visit, int64_t row_offset,
   constexpr int64_t units = 8;
   const unsigned blocks = static_cast<unsigned>((p.hidden + units - 1) / units);
   dispatch(p, [&]<typename T, int MODE>() {
-    step_kernel<T, MODE><<<blocks, kThreads, 0, stream>>>(p, row_offset, rows, cur, units);
+    step_kernel<T, MODE><<<blocks, kThreads, step_shared_bytes<T>(MODE, units), stream>>>(p, row_offset, rows, cur, units);
   });
 }
 

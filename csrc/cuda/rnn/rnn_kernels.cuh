@@ -6,6 +6,7 @@
 #pragma once
 
 #include <algorithm>
+#include <type_traits>
 
 #include "cuda/rnn/rnn_device.cuh"
 
@@ -25,15 +26,39 @@ __device__ void carry_rows(const StepParams& p, const float* h_prev, float* h_ne
   }
 }
 
+// One step's product and gate math for a block's units: on tensor cores for float16/bfloat16
+// layers (sums: kMmaRows x G x padded units floats of shared memory), else step_tile's FMA path
+// (float32, and the cells, whose two products stay on the FMA path).
+template <typename T, int MODE>
+__device__ __forceinline__ void recurrent_step(const StepParams& p, const GateRows<T>& w_hh, const GateRows<T>& w_ih,
+                                               const T* x, const float* h_prev, float* h_next, int64_t row_offset,
+                                               int64_t rows, int64_t unit0, int64_t units, float* sums) {
+  if constexpr (!std::is_same_v<T, float>) {
+    if (x == nullptr) {
+      step_tile_mma<T, MODE>(p, w_hh, h_prev, h_next, row_offset, rows, unit0, units, sums);
+      return;
+    }
+  }
+  step_tile<T, MODE>(p, w_hh, w_ih, x, h_prev, h_next, row_offset, rows, unit0, units);
+}
+
+// Dynamic shared memory of a step for `units` units per block: the tensor-core path's staged sums.
+template <typename T>
+__host__ __device__ constexpr size_t step_shared_bytes(int mode, int64_t units) {
+  return std::is_same_v<T, float> ? 0 : static_cast<size_t>(mma_sums_bytes(mode, units));
+}
+
 template <typename T, int MODE>
 __global__ void __launch_bounds__(kThreads) step_kernel(StepParams p, int64_t row_offset, int64_t rows, int cur,
                                                         int64_t units) {
   const int64_t unit0 = blockIdx.x * units, n = std::min<int64_t>(units, p.hidden - unit0);
   const GateRows<T> w_hh{static_cast<const T*>(p.w_hh), p.out_size, false, units, p.hidden, unit0};
   const GateRows<T> w_ih{static_cast<const T*>(p.w_ih), p.input_size, false, units, p.hidden, unit0};
+  extern __shared__ __align__(16) unsigned char rnn_shared[];
   const float* h_prev = p.h_state[cur];
   float* h_next = p.h_state[1 - cur];
-  step_tile<T, MODE>(p, w_hh, w_ih, static_cast<const T*>(p.input), h_prev, h_next, row_offset, rows, unit0, n);
+  recurrent_step<T, MODE>(p, w_hh, w_ih, static_cast<const T*>(p.input), h_prev, h_next, row_offset, rows, unit0, n,
+                          reinterpret_cast<float*>(rnn_shared));
   carry_rows<T, MODE>(p, h_prev, h_next, rows, unit0, n);
 }
 

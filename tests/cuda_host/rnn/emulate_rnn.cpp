@@ -1,5 +1,5 @@
 // Runs the CUDA recurrent step kernels (csrc/cuda/rnn/rnn_kernels.cuh) on the CPU under the SIMT
-// emulator, with the host-side step loop of csrc/cuda/rnn/rnn.cpp (the per-step path), for a
+// emulator (float16/bfloat16 layers on the emulated tensor-core mma), with the host-side step loop of csrc/cuda/rnn/rnn.cpp (the per-step path), for a
 // problem written by tests/cuda_host/test_rnn_emulation.py, and writes every result back for it
 // to compare with bigkern/reference/rnn.py. The products rnn.cpp gives to cuBLAS are plain loops.
 //
@@ -16,6 +16,11 @@
 #include "cuda/rnn/rnn_kernels.cuh"
 
 using namespace bigkern::cuda::rnn;
+
+// The dynamic shared memory the kernels declare (extern __shared__ rnn_shared).
+namespace bigkern::cuda::rnn {
+alignas(16) unsigned char rnn_shared[1 << 16];
+}
 using Vec = std::vector<float>;
 
 static std::string dir;
@@ -103,7 +108,8 @@ void run(int64_t B, int64_t H, int64_t I, bool cell, bool reverse, bool bias, co
   int cur = 0;
   for (int64_t v = 0; v < p.steps; ++v) {
     const int64_t off = cell ? 0 : order_off[v], size = cell ? B : order_size[v];
-    emu::launch({blocks, 1, 1}, {256, 1, 1}, nullptr, 0, [&] { step_kernel<T, MODE>(p, off, size, cur, units); },
+    emu::launch({blocks, 1, 1}, {256, 1, 1}, rnn_shared, step_shared_bytes<T>(MODE, units),
+                [&] { step_kernel<T, MODE>(p, off, size, cur, units); },
                 emu::Options{emu::CopyTiming::kAtIssue, seed + v});
     cur = 1 - cur;
   }
