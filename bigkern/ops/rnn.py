@@ -334,12 +334,17 @@ def _sequence(op, mode, input, hx, params, num_layers, bidirectional, batch_firs
         unbatched = data.dim() == 2
         seq = data.unsqueeze(1) if unbatched else (data.transpose(0, 1) if batch_first else data)
         steps, batch = seq.shape[0], seq.shape[1]
+        if steps == 0:
+            raise ValueError(f"bigkern.ops.{op}: input has sequence length 0; expected at least one step (as torch.nn)")
         data = seq.reshape(steps * batch, seq.shape[2])
         batch_sizes = torch.full((steps,), batch, dtype=torch.int64)
     groups = _split_params(op, mode, params, num_layers, directions, has_biases)
     hidden, out_size = _check_layer_params(op, mode, groups, data.shape[-1], directions, data.dtype, data.device)
 
     h0, c0 = _initial_state(op, mode, hx, num_layers * directions, batch, hidden, out_size, unbatched, data)
+    if batch == 0:  # torch.nn returns empty results for an empty batch
+        output = data.new_empty((steps, 0, directions * out_size))
+        return (output.transpose(0, 1) if batch_first else output), h0, c0
     if packed and input.sorted_indices is not None:
         h0 = h0.index_select(1, input.sorted_indices)
         c0 = c0.index_select(1, input.sorted_indices) if c0 is not None else None

@@ -602,6 +602,8 @@ BAD_INPUT = [
      ValueError, r"nonlinearity must be 'tanh' or 'relu', got 'gelu'"),
     ("dropout", lambda: bigkern.ops.lstm(torch.randn(3, 2, 4), None, _lstm_params(), 1, False, False, 1.5, True),
      ValueError, r"dropout must be a number in \[0, 1\], got 1.5"),
+    ("empty sequence", lambda: bigkern.ops.lstm(torch.randn(0, 2, 4), None, _lstm_params(), 1, False, False, 0.0, False),
+     ValueError, r"input has sequence length 0; expected at least one step"),
     ("integer input", lambda: bigkern.ops.lstm(torch.ones(3, 2, 4, dtype=torch.int64), None, _lstm_params(), 1, False, False, 0.0, False),
      TypeError, r"input has dtype torch.int64"),
 ]  # fmt: skip
@@ -611,6 +613,18 @@ BAD_INPUT = [
 def test_bad_input(case, fn, error, message):
     with pytest.raises(error, match=message):
         fn()
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_empty_batch_gives_empty_results_like_torch(kind):
+    torch_cls, bk_cls = KINDS[kind]
+    theirs = torch_cls(3, 4, num_layers=2, bidirectional=True, batch_first=True)
+    ours = bk_cls(3, 4, num_layers=2, bidirectional=True, batch_first=True)
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(0, 5, 3)
+    for a, b in zip(ours(x), theirs(x)):
+        for u, v in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,)):
+            assert u.shape == v.shape
 
 
 def test_module_bad_input_names_the_argument():
