@@ -133,7 +133,6 @@ for _ns in (_library.NATIVE_NAMESPACE, _library.TRITON_NAMESPACE):
 # Validation and backend choice
 # ---------------------------------------------------------------------------------------------
 
-_MODE_NAMES = {LSTM: "lstm", GRU: "gru", RNN_TANH: "rnn", RNN_RELU: "rnn"}
 _SUPPORTED = {
     "cpu": (torch.float32, torch.bfloat16, torch.float64),
     "cuda": (torch.float32, torch.float16, torch.bfloat16),
