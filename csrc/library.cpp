@@ -8,4 +8,5 @@ TORCH_LIBRARY(bigkern, m) {
   bigkern::define_pool_ops(m);
   bigkern::define_attention_ops(m);
   bigkern::define_rnn_ops(m);
+  bigkern::define_conv_ops(m);
 }

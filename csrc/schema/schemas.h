@@ -6,4 +6,5 @@ namespace bigkern {
 void define_pool_ops(torch::Library& m);
 void define_attention_ops(torch::Library& m);
 void define_rnn_ops(torch::Library& m);
+void define_conv_ops(torch::Library& m);
 }  // namespace bigkern
