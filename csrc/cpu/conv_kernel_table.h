@@ -1,0 +1,62 @@
+// The CPU convolution kernels as a table of functions, one table per instruction set
+// (conv_kernels_avx2.cpp, conv_kernels_baseline.cpp). conv.cpp validates the arguments, brings
+// the operands into the layouts below, picks the table once at run time and calls it. The
+// kernels compute in T = float (float32 and bfloat16 tensors; conv.cpp converts bfloat16) or
+// T = double (float64, the gradcheck dtype); `is_double` says which.
+#pragma once
+
+#include <cstdint>
+
+namespace bigkern::cpu {
+
+// The convolution's shape (csrc/schema/conv.cpp): input (N, C, H, W), weight (K, C/G, R, S),
+// output (N, K, P, Q).
+struct ConvShape {
+  int64_t N, C, H, W, K, R, S, P, Q;
+  int64_t stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, groups;
+};
+
+// A 4-D tensor addressed by element strides in (n, c, h, w) order: outputs are written in the
+// caller's layout (NCHW, channels_last or a view) without a copy.
+struct Strided {
+  void* data = nullptr;
+  int64_t sn = 0, sc = 0, sh = 0, sw = 0;
+};
+
+struct ConvForwardArgs {
+  const void* x;       // (N, H, W, C) contiguous (channels_last storage)
+  const void* weight;  // (K, C/G, R, S) contiguous
+  const void* bias;    // (K) or null
+  Strided residual;    // (N, K, P, Q) or data == null
+  Strided out;         // (N, K, P, Q)
+  Strided preact;      // (N, K, P, Q) or data == null
+  int64_t activation;  // 0 none, 1 relu, 2 gelu, 3 silu
+};
+
+struct ConvBackwardArgs {
+  const void* grad_output;       // (N, P, Q, K) contiguous
+  const void* activation_input;  // (N, P, Q, K) contiguous, or null when activation == 0
+  const void* x;                 // (N, H, W, C) contiguous
+  const void* weight;            // (K, C/G, R, S) contiguous
+  int64_t activation;
+  void* grad_z;                  // (N, P, Q, K) contiguous scratch, filled by the kernel
+  Strided grad_input;            // (N, C, H, W) or data == null
+  void* grad_weight;             // (K, C/G, R, S) contiguous, or null
+  void* grad_bias;               // (K) or null
+  Strided grad_preact;           // (N, K, P, Q) or data == null
+};
+
+struct ConvKernelTable {
+  const char* isa;
+  void (*forward)(const ConvShape& s, const ConvForwardArgs& a, bool is_double);
+  void (*backward)(const ConvShape& s, const ConvBackwardArgs& a, bool is_double);
+};
+
+namespace baseline {
+const ConvKernelTable& conv_kernels();
+}
+namespace avx2 {
+const ConvKernelTable& conv_kernels();
+}
+
+}  // namespace bigkern::cpu

@@ -1,0 +1,399 @@
+// CPU convolution kernels, written once and compiled once per instruction set (included inside
+// `namespace bigkern::cpu::<isa>` after the ISA file has switched the compiler's target).
+//
+// Everything is an implicit GEMM over channels_last (NHWC) storage, where one pixel's channels
+// are contiguous: no im2col buffer is ever built.
+//
+// Forward: out[pixel][k] = sum over taps (r, s) and channels c of x[src(pixel, r, s)][c] * w[k][c][r][s].
+// A register tile holds 6 output pixels of one row x 2 vectors of output channels (12
+// accumulators, 2 weight vectors and a broadcast: 15 of AVX2's 16 registers). For each tap the
+// tile keeps one source pointer per pixel; a tap whose source pixel lies in the padding points
+// at a row of zeros, so padding, stride and dilation cost nothing in the inner loop, which is
+// one broadcast of x and two vector loads of packed weights per 12 fused multiply-adds. Taps
+// that fall entirely outside the input for the whole tile are skipped. The epilogue (bias,
+// residual, activation, pre-activation) runs on the accumulators before anything is stored,
+// and stores through the output's strides, so NCHW and channels_last outputs need no copy.
+//
+// Input gradient (dgrad): the same kernel with the roles of input and output exchanged: the
+// tile is 6 input pixels x 2 vectors of input channels, the reduction runs over output
+// channels, and the source pixel of tap (r, s) is (h + top - r*dilation) / stride when that
+// divides exactly (a zero row otherwise), so any stride is served without zero insertion.
+//
+// Weight gradient (wgrad): for each tap, dW_tap[k][c] = sum over pixels gz[pixel][k] *
+// x[src(pixel, r, s)][c]. Pixels are split between threads in chunks of kChunk; a chunk's
+// gradient rows and its shifted input rows are first packed (zero-padded to whole tiles), then
+// a 6 x 2-vector register tile accumulates over the chunk's pixels. Each thread sums into its
+// own partial dW; the partials are added at the end (deterministic for a given thread count).
+
+#include "cpu/attention_simd.h"  // simd_t, vload/vstore, vsplat, fmadd
+
+namespace conv_detail {
+
+constexpr int kTilePixels = 6;  // rows of the register tile (output pixels, or dW rows in wgrad)
+constexpr int64_t kChunk = 96;  // pixels per wgrad packing chunk (its packed rows stay in L1/L2)
+
+template <typename T>
+constexpr int64_t kLanes = Simd<T>::kLanes;
+template <typename T>
+constexpr int64_t kBlock = 2 * Simd<T>::kLanes;  // channels per register tile column block
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+inline int64_t worker_count() { return at::in_parallel_region() ? 1 : std::max<int64_t>(1, at::get_num_threads()); }
+
+template <typename T>
+inline T activate(T z, int64_t activation) {
+  switch (activation) {
+    case 1: return z < T(0) ? T(0) : z;  // NaN stays NaN, as torch.relu
+    case 2: return T(0.5) * z * (T(1) + std::erf(z * T(0.70710678118654752440)));
+    case 3: return z / (T(1) + std::exp(-z));
+    default: return z;
+  }
+}
+
+template <typename T>
+inline T activation_slope(T a, int64_t activation) {  // d act / dz from z (gelu, silu) or out (relu)
+  switch (activation) {
+    case 1: return a > T(0) ? T(1) : T(0);
+    case 2: {
+      const T cdf = T(0.5) * (T(1) + std::erf(a * T(0.70710678118654752440)));
+      return cdf + a * std::exp(T(-0.5) * a * a) * T(0.39894228040143267794);
+    }
+    case 3: {
+      const T sig = T(1) / (T(1) + std::exp(-a));
+      return sig * (T(1) + a * (T(1) - sig));
+    }
+    default: return T(1);
+  }
+}
+
+// acc[i][h] = sum over the listed taps t and c < depth of src[t][i][c] * panel[tap_t][c][h*L .. h*L+L).
+template <typename T, int PX>
+BIGKERN_ATTN_INLINE void tile_product(const T* const* __restrict__ src, const int64_t* __restrict__ taps,
+                                      int64_t tap_count, int64_t offset, const T* __restrict__ panel,
+                                      int64_t depth, simd_t<T> (&out)[kTilePixels][2]) {
+  constexpr int64_t L = kLanes<T>;
+  simd_t<T> acc[PX][2];
+#pragma GCC unroll 6
+  for (int i = 0; i < PX; ++i) acc[i][0] = acc[i][1] = simd_t<T>{};
+  for (int64_t t = 0; t < tap_count; ++t) {
+    const T* w = panel + taps[t] * depth * 2 * L;
+    const T* p[PX];
+#pragma GCC unroll 6
+    for (int i = 0; i < PX; ++i) p[i] = src[t * kTilePixels + i] + offset;
+    for (int64_t c = 0; c < depth; ++c) {
+      const simd_t<T> w0 = vload(w), w1 = vload(w + L);
+      w += 2 * L;
+#pragma GCC unroll 6
+      for (int i = 0; i < PX; ++i) {
+        const simd_t<T> b = vsplat(p[i][c]);
+        acc[i][0] = fmadd(b, w0, acc[i][0]);
+        acc[i][1] = fmadd(b, w1, acc[i][1]);
+      }
+    }
+  }
+#pragma GCC unroll 6
+  for (int i = 0; i < PX; ++i) out[i][0] = acc[i][0], out[i][1] = acc[i][1];
+}
+
+// Weights as panels: panel[g][block][tap][d][j] = the weight between reduction channel d and
+// tile channel block*kBlock + j of group g (zero past the group's channels). Forward: reduction
+// over input channels, tile over output channels; transposed (dgrad): the other way round.
+template <typename T>
+std::vector<T> pack_panels(const T* w, const ConvShape& s, bool transposed) {
+  const int64_t G = s.groups, Kg = s.K / G, Cg = s.C / G, RS = s.R * s.S;
+  const int64_t depth = transposed ? Kg : Cg, width = transposed ? Cg : Kg;
+  const int64_t blocks = ceil_div(width, kBlock<T>);
+  std::vector<T> panel(static_cast<size_t>(G * blocks * RS * depth * kBlock<T>), T(0));
+  at::parallel_for(0, G * blocks, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t gb = b0; gb < b1; ++gb) {
+      const int64_t g = gb / blocks, block = gb % blocks;
+      for (int64_t tap = 0; tap < RS; ++tap)
+        for (int64_t d = 0; d < depth; ++d) {
+          T* dst = panel.data() + ((gb * RS + tap) * depth + d) * kBlock<T>;
+          for (int64_t j = 0; j < kBlock<T> && block * kBlock<T> + j < width; ++j) {
+            const int64_t t = block * kBlock<T> + j;
+            const int64_t k = g * Kg + (transposed ? d : t), c = transposed ? t : d;
+            dst[j] = w[(k * Cg + c) * RS + tap];
+          }
+        }
+    }
+  });
+  return panel;
+}
+
+template <typename T>
+struct Epilogue {
+  const T* bias = nullptr;  // per destination channel, or null
+  Strided residual, out, preact;
+  int64_t activation = 0;
+};
+
+// Stores one register tile (PX pixels of row `row` from column `col0`, channels [ch0, ch0 + count)).
+template <typename T>
+void store_tile(const simd_t<T> (&acc)[kTilePixels][2], int px, int64_t n, int64_t row, int64_t col0, int64_t ch0,
+                int64_t count, const Epilogue<T>& e) {
+  constexpr int64_t L = kLanes<T>;
+  T* out = static_cast<T*>(e.out.data) + n * e.out.sn + row * e.out.sh + col0 * e.out.sw + ch0 * e.out.sc;
+  const T* res = e.residual.data == nullptr ? nullptr
+      : static_cast<const T*>(e.residual.data) + n * e.residual.sn + row * e.residual.sh + col0 * e.residual.sw + ch0 * e.residual.sc;
+  const bool vector_path = count == kBlock<T> && e.out.sc == 1 && e.preact.data == nullptr && e.activation <= 1 &&
+                           (res == nullptr || e.residual.sc == 1);
+  if (vector_path) {  // channels_last output: whole vectors, relu as a max
+    const simd_t<T> b0 = e.bias ? vload(e.bias + ch0) : simd_t<T>{}, b1 = e.bias ? vload(e.bias + ch0 + L) : simd_t<T>{};
+    for (int i = 0; i < px; ++i) {
+      simd_t<T> z0 = acc[i][0] + b0, z1 = acc[i][1] + b1;
+      if (res != nullptr) z0 += vload(res + i * e.residual.sw), z1 += vload(res + i * e.residual.sw + L);
+      if (e.activation == 1) z0 = z0 < simd_t<T>{} ? simd_t<T>{} : z0, z1 = z1 < simd_t<T>{} ? simd_t<T>{} : z1;
+      vstore(out + i * e.out.sw, z0);
+      vstore(out + i * e.out.sw + L, z1);
+    }
+    return;
+  }
+  T* pre = e.preact.data == nullptr ? nullptr
+      : static_cast<T*>(e.preact.data) + n * e.preact.sn + row * e.preact.sh + col0 * e.preact.sw + ch0 * e.preact.sc;
+  // Channel-major order: for NCHW outputs consecutive stores are the row's consecutive pixels.
+  for (int64_t j = 0; j < count; ++j) {
+    const T b = e.bias ? e.bias[ch0 + j] : T(0);
+    for (int i = 0; i < px; ++i) {
+      T z = acc[i][j / L][j % L] + b;
+      if (res != nullptr) z += res[i * e.residual.sw + j * e.residual.sc];
+      if (pre != nullptr) pre[i * e.preact.sw + j * e.preact.sc] = z;
+      out[i * e.out.sw + j * e.out.sc] = activate(z, e.activation);
+    }
+  }
+}
+
+// The implicit GEMM shared by the forward (transposed = false: src is x, destination the output)
+// and dgrad (transposed = true: src is the output gradient, destination the input gradient).
+// src is (N, SH, SW, SC) contiguous; the destination is (N, DC, DH, DW) through e.out's strides.
+template <typename T, bool kTransposed>
+void implicit_gemm(const ConvShape& s, const T* src, const std::vector<T>& panel, const Epilogue<T>& e) {
+  const int64_t G = s.groups, RS = s.R * s.S;
+  const int64_t SH = kTransposed ? s.P : s.H, SW = kTransposed ? s.Q : s.W, SC = kTransposed ? s.K : s.C;
+  const int64_t DH = kTransposed ? s.H : s.P, DW = kTransposed ? s.W : s.Q;
+  const int64_t depth = kTransposed ? s.K / G : s.C / G, width = kTransposed ? s.C / G : s.K / G;
+  const int64_t blocks = ceil_div(width, kBlock<T>);
+  const std::vector<T> zeros(static_cast<size_t>(SC), T(0));
+  // Source coordinate along one axis of destination coordinate `d` for kernel offset `k`, or -1.
+  auto source = [](int64_t d, int64_t k, int64_t stride, int64_t pad, int64_t dil, int64_t extent) -> int64_t {
+    if (!kTransposed) {
+      const int64_t i = d * stride - pad + k * dil;
+      return i >= 0 && i < extent ? i : -1;
+    }
+    const int64_t t = d + pad - k * dil;
+    if (t < 0 || t % stride != 0 || t / stride >= extent) return -1;
+    return t / stride;
+  };
+  at::parallel_for(0, s.N * DH, 1, [&](int64_t r0, int64_t r1) {
+    std::vector<const T*> pointers(static_cast<size_t>(RS * kTilePixels));
+    std::vector<int64_t> taps(static_cast<size_t>(RS));
+    simd_t<T> acc[kTilePixels][2];
+    for (int64_t nr = r0; nr < r1; ++nr) {
+      const int64_t n = nr / DH, row = nr % DH;
+      for (int64_t col0 = 0; col0 < DW; col0 += kTilePixels) {
+        const int px = static_cast<int>(std::min<int64_t>(kTilePixels, DW - col0));
+        int64_t tap_count = 0;
+        for (int64_t r = 0; r < s.R; ++r) {
+          const int64_t ih = source(row, r, kTransposed ? s.stride_h : s.stride_h, s.pad_top, s.dilation_h, SH);
+          if (ih < 0) continue;
+          for (int64_t q = 0; q < s.S; ++q) {
+            bool any = false;
+            for (int i = 0; i < px; ++i) {
+              const int64_t iw = source(col0 + i, q, s.stride_w, s.pad_left, s.dilation_w, SW);
+              any |= iw >= 0;
+              pointers[tap_count * kTilePixels + i] = iw < 0 ? zeros.data() : src + ((n * SH + ih) * SW + iw) * SC;
+            }
+            if (any) taps[tap_count++] = r * s.S + q;
+          }
+        }
+        for (int64_t g = 0; g < G; ++g)
+          for (int64_t block = 0; block < blocks; ++block) {
+            const T* p = panel.data() + (g * blocks + block) * RS * depth * kBlock<T>;
+            const int64_t offset = g * depth;
+            switch (px) {
+              case 6: tile_product<T, 6>(pointers.data(), taps.data(), tap_count, offset, p, depth, acc); break;
+              case 5: tile_product<T, 5>(pointers.data(), taps.data(), tap_count, offset, p, depth, acc); break;
+              case 4: tile_product<T, 4>(pointers.data(), taps.data(), tap_count, offset, p, depth, acc); break;
+              case 3: tile_product<T, 3>(pointers.data(), taps.data(), tap_count, offset, p, depth, acc); break;
+              case 2: tile_product<T, 2>(pointers.data(), taps.data(), tap_count, offset, p, depth, acc); break;
+              default: tile_product<T, 1>(pointers.data(), taps.data(), tap_count, offset, p, depth, acc); break;
+            }
+            const int64_t ch0 = g * width + block * kBlock<T>;
+            store_tile<T>(acc, px, n, row, col0, ch0, std::min<int64_t>(kBlock<T>, width - block * kBlock<T>), e);
+          }
+      }
+    }
+  });
+}
+
+template <typename T>
+void forward(const ConvShape& s, const ConvForwardArgs& a) {
+  const std::vector<T> panel = pack_panels(static_cast<const T*>(a.weight), s, false);
+  std::vector<T> bias;
+  if (a.bias != nullptr) {  // padded so the vector epilogue may read a whole block past the last channel
+    bias.assign(static_cast<size_t>(s.K + kBlock<T>), T(0));
+    std::copy_n(static_cast<const T*>(a.bias), s.K, bias.begin());
+  }
+  Epilogue<T> e{bias.empty() ? nullptr : bias.data(), a.residual, a.out, a.preact, a.activation};
+  implicit_gemm<T, false>(s, static_cast<const T*>(a.x), panel, e);
+}
+
+// grad_z = grad_output * act'(activation_input) (NHWC), its sum per channel (the bias
+// gradient), and the pre-activation gradient in the caller's layout.
+template <typename T>
+void preactivation_gradient(const ConvShape& s, const ConvBackwardArgs& a) {
+  const int64_t pixels = s.N * s.P * s.Q, K = s.K;
+  const T* go = static_cast<const T*>(a.grad_output);
+  const T* act = static_cast<const T*>(a.activation_input);
+  T* gz = static_cast<T*>(a.grad_z);
+  const int64_t workers = worker_count();
+  std::vector<T> partial(static_cast<size_t>(workers * K), T(0));
+#pragma omp parallel num_threads(workers)
+  {
+    const int64_t me = omp_get_thread_num(), team = omp_get_num_threads();
+    const int64_t begin = pixels * me / team, end = pixels * (me + 1) / team;
+    T* sums = partial.data() + me * K;
+    for (int64_t pix = begin; pix < end; ++pix) {
+      const int64_t n = pix / (s.P * s.Q), pq = pix % (s.P * s.Q), p = pq / s.Q, q = pq % s.Q;
+      for (int64_t k = 0; k < K; ++k) {
+        const int64_t i = pix * K + k;
+        const T g = a.activation == 0 ? go[i] : go[i] * activation_slope(act[i], a.activation);
+        gz[i] = g;
+        sums[k] += g;
+        if (a.grad_preact.data != nullptr) {
+          const Strided& d = a.grad_preact;
+          static_cast<T*>(d.data)[n * d.sn + k * d.sc + p * d.sh + q * d.sw] = g;
+        }
+      }
+    }
+  }
+  if (a.grad_bias != nullptr) {
+    T* gb = static_cast<T*>(a.grad_bias);
+    for (int64_t k = 0; k < K; ++k) {
+      T total = 0;
+      for (int64_t w = 0; w < workers; ++w) total += partial[w * K + k];
+      gb[k] = total;
+    }
+  }
+}
+
+// Accumulates one chunk's contribution to dW of one tap and group: rows are the 6-row tiles of
+// gz (packed (px, kRows) with kRows a multiple of 6), columns the kBlock-wide blocks of x.
+template <typename T>
+BIGKERN_ATTN_INLINE void wgrad_tile(const T* __restrict__ gz, int64_t k_stride, const T* __restrict__ x,
+                                    int64_t x_stride, int64_t px, T* __restrict__ dw, int64_t dw_stride) {
+  constexpr int64_t L = kLanes<T>;
+  simd_t<T> acc[kTilePixels][2];
+#pragma GCC unroll 6
+  for (int i = 0; i < kTilePixels; ++i) acc[i][0] = acc[i][1] = simd_t<T>{};
+  for (int64_t p = 0; p < px; ++p) {
+    const simd_t<T> x0 = vload(x + p * x_stride), x1 = vload(x + p * x_stride + L);
+#pragma GCC unroll 6
+    for (int i = 0; i < kTilePixels; ++i) {
+      const simd_t<T> b = vsplat(gz[p * k_stride + i]);
+      acc[i][0] = fmadd(b, x0, acc[i][0]);
+      acc[i][1] = fmadd(b, x1, acc[i][1]);
+    }
+  }
+#pragma GCC unroll 6
+  for (int i = 0; i < kTilePixels; ++i) {
+    vstore(dw + i * dw_stride, vload(dw + i * dw_stride) + acc[i][0]);
+    vstore(dw + i * dw_stride + L, vload(dw + i * dw_stride + L) + acc[i][1]);
+  }
+}
+
+template <typename T>
+void weight_gradient(const ConvShape& s, const ConvBackwardArgs& a) {
+  const int64_t G = s.groups, Kg = s.K / G, Cg = s.C / G, RS = s.R * s.S;
+  const int64_t k_rows = ceil_div(Kg, kTilePixels) * kTilePixels, c_cols = ceil_div(Cg, kBlock<T>) * kBlock<T>;
+  const int64_t pixels = s.N * s.P * s.Q, chunks = ceil_div(pixels, kChunk);
+  const int64_t per_thread = G * RS * k_rows * c_cols;
+  const T* gz = static_cast<const T*>(a.grad_z);
+  const T* x = static_cast<const T*>(a.x);
+  const int64_t workers = std::min(worker_count(), chunks);
+  std::vector<T> partial(static_cast<size_t>(workers * per_thread), T(0));
+#pragma omp parallel num_threads(workers)
+  {
+    const int64_t me = omp_get_thread_num(), team = omp_get_num_threads();
+    std::vector<T> gz_pack(static_cast<size_t>(kChunk * k_rows)), x_pack(static_cast<size_t>(kChunk * c_cols));
+    std::vector<int64_t> source(static_cast<size_t>(kChunk));
+    T* mine = partial.data() + me * per_thread;
+    for (int64_t chunk = chunks * me / team; chunk < chunks * (me + 1) / team; ++chunk) {
+      const int64_t pix0 = chunk * kChunk, px = std::min(kChunk, pixels - pix0);
+      for (int64_t g = 0; g < G; ++g) {
+        std::fill(gz_pack.begin(), gz_pack.end(), T(0));
+        for (int64_t p = 0; p < px; ++p)
+          std::memcpy(gz_pack.data() + p * k_rows, gz + (pix0 + p) * s.K + g * Kg, sizeof(T) * Kg);
+        for (int64_t r = 0; r < s.R; ++r)
+          for (int64_t q = 0; q < s.S; ++q) {
+            bool any = false;
+            for (int64_t p = 0; p < px; ++p) {
+              const int64_t pix = pix0 + p, n = pix / (s.P * s.Q), oh = (pix / s.Q) % s.P, ow = pix % s.Q;
+              const int64_t ih = oh * s.stride_h - s.pad_top + r * s.dilation_h;
+              const int64_t iw = ow * s.stride_w - s.pad_left + q * s.dilation_w;
+              const bool inside = ih >= 0 && ih < s.H && iw >= 0 && iw < s.W;
+              source[p] = inside ? (n * s.H + ih) * s.W + iw : -1;
+              any |= inside;
+            }
+            if (!any) continue;
+            for (int64_t p = 0; p < px; ++p) {
+              T* row = x_pack.data() + p * c_cols;
+              if (source[p] < 0) {
+                std::fill(row, row + c_cols, T(0));
+              } else {
+                std::memcpy(row, x + source[p] * s.C + g * Cg, sizeof(T) * Cg);
+                std::fill(row + Cg, row + c_cols, T(0));
+              }
+            }
+            T* dw = mine + (g * RS + r * s.S + q) * k_rows * c_cols;
+            for (int64_t k0 = 0; k0 < k_rows; k0 += kTilePixels)
+              for (int64_t c0 = 0; c0 < c_cols; c0 += kBlock<T>)
+                wgrad_tile<T>(gz_pack.data() + k0, k_rows, x_pack.data() + c0, c_cols, px, dw + k0 * c_cols + c0, c_cols);
+          }
+      }
+    }
+  }
+  T* out = static_cast<T*>(a.grad_weight);
+  at::parallel_for(0, s.K, 1, [&](int64_t k0, int64_t k1) {
+    for (int64_t k = k0; k < k1; ++k) {
+      const int64_t g = k / Kg, kk = k % Kg;
+      for (int64_t c = 0; c < Cg; ++c)
+        for (int64_t tap = 0; tap < RS; ++tap) {
+          T total = 0;
+          for (int64_t w = 0; w < workers; ++w)
+            total += partial[w * per_thread + ((g * RS + tap) * k_rows + kk) * c_cols + c];
+          out[(k * Cg + c) * RS + tap] = total;
+        }
+    }
+  });
+}
+
+template <typename T>
+void backward(const ConvShape& s, const ConvBackwardArgs& a) {
+  preactivation_gradient<T>(s, a);
+  if (a.grad_input.data != nullptr) {
+    const std::vector<T> panel = pack_panels(static_cast<const T*>(a.weight), s, true);
+    Epilogue<T> e;
+    e.out = a.grad_input;
+    implicit_gemm<T, true>(s, static_cast<const T*>(a.grad_z), panel, e);
+  }
+  if (a.grad_weight != nullptr) weight_gradient<T>(s, a);
+}
+
+}  // namespace conv_detail
+
+void conv_forward(const ConvShape& s, const ConvForwardArgs& a, bool is_double) {
+  if (is_double) conv_detail::forward<double>(s, a);
+  else conv_detail::forward<float>(s, a);
+}
+
+void conv_backward(const ConvShape& s, const ConvBackwardArgs& a, bool is_double) {
+  if (is_double) conv_detail::backward<double>(s, a);
+  else conv_detail::backward<float>(s, a);
+}
+
+const ConvKernelTable& conv_kernels() {
+  static const ConvKernelTable table{BIGKERN_ATTN_ISA_NAME, conv_forward, conv_backward};
+  return table;
+}
