@@ -31,6 +31,10 @@ namespace conv_detail {
 
 constexpr int kTilePixels = 6;  // rows of the register tile (output pixels, or dW rows in wgrad)
 constexpr int64_t kChunk = 96;  // pixels per wgrad packing chunk (its packed rows stay in L1/L2)
+// Reduction channels per weight-panel chunk (see pack_panels). Measured on the 2-core EPYC for 3x3
+// convolutions: chunks of 32 were 5-10% slower than none at 64 and 128 channels, so only deeper
+// reductions are split.
+constexpr int64_t kDepthChunk = 128;
 
 template <typename T>
 constexpr int64_t kLanes = Simd<T>::kLanes;
@@ -67,15 +71,20 @@ inline T activation_slope(T a, int64_t activation) {  // d act / dz from z (gelu
   }
 }
 
-// acc[i][h] = sum over the listed taps t and c < depth of src[t][i][c] * panel[tap_t][c][h*L .. h*L+L).
+// acc[i][h] (+)= sum over the listed taps t and c < depth of src[t][i][offset + c] *
+// panel[taps[t]][c][h*L .. h*L+L), starting from zero or, to continue a previous channel
+// chunk, from `out`.
 template <typename T, int PX>
 BIGKERN_ATTN_INLINE void tile_product(const T* const* __restrict__ src, const int64_t* __restrict__ taps,
-                                      int64_t tap_count, int64_t offset, const T* __restrict__ panel,
-                                      int64_t depth, simd_t<T> (&out)[kTilePixels][2]) {
+                                      int64_t tap_count, int64_t offset, const T* __restrict__ panel, int64_t depth,
+                                      bool accumulate, simd_t<T> (&out)[kTilePixels][2]) {
   constexpr int64_t L = kLanes<T>;
   simd_t<T> acc[PX][2];
 #pragma GCC unroll 6
-  for (int i = 0; i < PX; ++i) acc[i][0] = acc[i][1] = simd_t<T>{};
+  for (int i = 0; i < PX; ++i) {
+    acc[i][0] = accumulate ? out[i][0] : simd_t<T>{};
+    acc[i][1] = accumulate ? out[i][1] : simd_t<T>{};
+  }
   for (int64_t t = 0; t < tap_count; ++t) {
     const T* w = panel + taps[t] * depth * 2 * L;
     const T* p[PX];
@@ -96,27 +105,34 @@ BIGKERN_ATTN_INLINE void tile_product(const T* const* __restrict__ src, const in
   for (int i = 0; i < PX; ++i) out[i][0] = acc[i][0], out[i][1] = acc[i][1];
 }
 
-// Weights as panels: panel[g][block][tap][d][j] = the weight between reduction channel d and
-// tile channel block*kBlock + j of group g (zero past the group's channels). Forward: reduction
-// over input channels, tile over output channels; transposed (dgrad): the other way round.
+// Weights as panels: panel[g][block][chunk][tap][d][j] = the weight between reduction channel
+// chunk*kDepthChunk + d and tile channel block*kBlock + j of group g (zero past the group's
+// channels). Forward: reduction over input channels, tile over output channels; transposed
+// (dgrad): the other way round. A strip of tiles runs over one chunk's panel (taps x kDepthChunk
+// x kBlock) at a time, so the panel is read from cache, not memory, however deep the reduction.
 template <typename T>
 std::vector<T> pack_panels(const T* w, const ConvShape& s, bool transposed) {
   const int64_t G = s.groups, Kg = s.K / G, Cg = s.C / G, RS = s.R * s.S;
   const int64_t depth = transposed ? Kg : Cg, width = transposed ? Cg : Kg;
-  const int64_t blocks = ceil_div(width, kBlock<T>);
-  std::vector<T> panel(static_cast<size_t>(G * blocks * RS * depth * kBlock<T>), T(0));
+  const int64_t blocks = ceil_div(width, kBlock<T>), chunks = ceil_div(depth, kDepthChunk);
+  const int64_t block_size = RS * depth * kBlock<T>;
+  std::vector<T> panel(static_cast<size_t>(G * blocks * block_size), T(0));
   at::parallel_for(0, G * blocks, 1, [&](int64_t b0, int64_t b1) {
     for (int64_t gb = b0; gb < b1; ++gb) {
       const int64_t g = gb / blocks, block = gb % blocks;
-      for (int64_t tap = 0; tap < RS; ++tap)
-        for (int64_t d = 0; d < depth; ++d) {
-          T* dst = panel.data() + ((gb * RS + tap) * depth + d) * kBlock<T>;
-          for (int64_t j = 0; j < kBlock<T> && block * kBlock<T> + j < width; ++j) {
-            const int64_t t = block * kBlock<T> + j;
-            const int64_t k = g * Kg + (transposed ? d : t), c = transposed ? t : d;
-            dst[j] = w[(k * Cg + c) * RS + tap];
+      for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+        const int64_t d0 = chunk * kDepthChunk, len = std::min(kDepthChunk, depth - d0);
+        T* chunk_panel = panel.data() + gb * block_size + RS * d0 * kBlock<T>;
+        for (int64_t tap = 0; tap < RS; ++tap)
+          for (int64_t d = 0; d < len; ++d) {
+            T* dst = chunk_panel + (tap * len + d) * kBlock<T>;
+            for (int64_t j = 0; j < kBlock<T> && block * kBlock<T> + j < width; ++j) {
+              const int64_t t = block * kBlock<T> + j;
+              const int64_t k = g * Kg + (transposed ? d0 + d : t), c = transposed ? t : d0 + d;
+              dst[j] = w[(k * Cg + c) * RS + tap];
+            }
           }
-        }
+      }
     }
   });
   return panel;
@@ -129,37 +145,49 @@ struct Epilogue {
   int64_t activation = 0;
 };
 
-// Stores one register tile (PX pixels of row `row` from column `col0`, channels [ch0, ch0 + count)).
+// Element offset of pixel (row, col) of image n in a strided tensor.
+inline int64_t pixel_offset(const Strided& t, int64_t n, int64_t row, int64_t col) {
+  return n * t.sn + row * t.sh + col * t.sw;
+}
+
+// Stores one register tile: px pixels of image n starting at flat pixel index pix0 of a
+// (rows, cols) plane (a tile may wrap onto the next row), channels [ch0, ch0 + count).
 template <typename T>
-void store_tile(const simd_t<T> (&acc)[kTilePixels][2], int px, int64_t n, int64_t row, int64_t col0, int64_t ch0,
+void store_tile(const simd_t<T> (&acc)[kTilePixels][2], int px, int64_t n, int64_t pix0, int64_t cols, int64_t ch0,
                 int64_t count, const Epilogue<T>& e) {
   constexpr int64_t L = kLanes<T>;
-  T* out = static_cast<T*>(e.out.data) + n * e.out.sn + row * e.out.sh + col0 * e.out.sw + ch0 * e.out.sc;
-  const T* res = e.residual.data == nullptr ? nullptr
-      : static_cast<const T*>(e.residual.data) + n * e.residual.sn + row * e.residual.sh + col0 * e.residual.sw + ch0 * e.residual.sc;
-  const bool vector_path = count == kBlock<T> && e.out.sc == 1 && e.preact.data == nullptr && e.activation <= 1 &&
+  int64_t out_at[kTilePixels], res_at[kTilePixels], pre_at[kTilePixels];
+  int64_t row = pix0 / cols, col = pix0 % cols;
+  for (int i = 0; i < px; ++i, ++col) {
+    if (col == cols) col = 0, ++row;
+    out_at[i] = pixel_offset(e.out, n, row, col) + ch0 * e.out.sc;
+    res_at[i] = pixel_offset(e.residual, n, row, col) + ch0 * e.residual.sc;
+    pre_at[i] = pixel_offset(e.preact, n, row, col) + ch0 * e.preact.sc;
+  }
+  T* out = static_cast<T*>(e.out.data);
+  const T* res = static_cast<const T*>(e.residual.data);
+  T* pre = static_cast<T*>(e.preact.data);
+  const bool vector_path = count == kBlock<T> && e.out.sc == 1 && pre == nullptr && e.activation <= 1 &&
                            (res == nullptr || e.residual.sc == 1);
   if (vector_path) {  // channels_last output: whole vectors, relu as a max
     const simd_t<T> b0 = e.bias ? vload(e.bias + ch0) : simd_t<T>{}, b1 = e.bias ? vload(e.bias + ch0 + L) : simd_t<T>{};
     for (int i = 0; i < px; ++i) {
       simd_t<T> z0 = acc[i][0] + b0, z1 = acc[i][1] + b1;
-      if (res != nullptr) z0 += vload(res + i * e.residual.sw), z1 += vload(res + i * e.residual.sw + L);
+      if (res != nullptr) z0 += vload(res + res_at[i]), z1 += vload(res + res_at[i] + L);
       if (e.activation == 1) z0 = z0 < simd_t<T>{} ? simd_t<T>{} : z0, z1 = z1 < simd_t<T>{} ? simd_t<T>{} : z1;
-      vstore(out + i * e.out.sw, z0);
-      vstore(out + i * e.out.sw + L, z1);
+      vstore(out + out_at[i], z0);
+      vstore(out + out_at[i] + L, z1);
     }
     return;
   }
-  T* pre = e.preact.data == nullptr ? nullptr
-      : static_cast<T*>(e.preact.data) + n * e.preact.sn + row * e.preact.sh + col0 * e.preact.sw + ch0 * e.preact.sc;
   // Channel-major order: for NCHW outputs consecutive stores are the row's consecutive pixels.
   for (int64_t j = 0; j < count; ++j) {
     const T b = e.bias ? e.bias[ch0 + j] : T(0);
     for (int i = 0; i < px; ++i) {
       T z = acc[i][j / L][j % L] + b;
-      if (res != nullptr) z += res[i * e.residual.sw + j * e.residual.sc];
-      if (pre != nullptr) pre[i * e.preact.sw + j * e.preact.sc] = z;
-      out[i * e.out.sw + j * e.out.sc] = activate(z, e.activation);
+      if (res != nullptr) z += res[res_at[i] + j * e.residual.sc];
+      if (pre != nullptr) pre[pre_at[i] + j * e.preact.sc] = z;
+      out[out_at[i] + j * e.out.sc] = activate(z, e.activation);
     }
   }
 }
@@ -167,13 +195,18 @@ void store_tile(const simd_t<T> (&acc)[kTilePixels][2], int px, int64_t n, int64
 // The implicit GEMM shared by the forward (transposed = false: src is x, destination the output)
 // and dgrad (transposed = true: src is the output gradient, destination the input gradient).
 // src is (N, SH, SW, SC) contiguous; the destination is (N, DC, DH, DW) through e.out's strides.
+// Tiles run over each image's pixels in row-major order and may wrap from one row to the next,
+// so only an image's last tile can be partial (a tile per row would leave a narrow, slow one
+// at the end of every row).
 template <typename T, bool kTransposed>
 void implicit_gemm(const ConvShape& s, const T* src, const std::vector<T>& panel, const Epilogue<T>& e) {
+  constexpr int64_t kStripTiles = 8;  // tiles per work item: each weight panel is reused across them
   const int64_t G = s.groups, RS = s.R * s.S;
   const int64_t SH = kTransposed ? s.P : s.H, SW = kTransposed ? s.Q : s.W, SC = kTransposed ? s.K : s.C;
   const int64_t DH = kTransposed ? s.H : s.P, DW = kTransposed ? s.W : s.Q;
   const int64_t depth = kTransposed ? s.K / G : s.C / G, width = kTransposed ? s.C / G : s.K / G;
   const int64_t blocks = ceil_div(width, kBlock<T>);
+  const int64_t tiles = ceil_div(DH * DW, kTilePixels), strips = ceil_div(tiles, kStripTiles);
   const std::vector<T> zeros(static_cast<size_t>(SC), T(0));
   // Source coordinate along one axis of destination coordinate `d` for kernel offset `k`, or -1.
   auto source = [](int64_t d, int64_t k, int64_t stride, int64_t pad, int64_t dil, int64_t extent) -> int64_t {
@@ -185,44 +218,68 @@ void implicit_gemm(const ConvShape& s, const T* src, const std::vector<T>& panel
     if (t < 0 || t % stride != 0 || t / stride >= extent) return -1;
     return t / stride;
   };
-  at::parallel_for(0, s.N * DH, 1, [&](int64_t r0, int64_t r1) {
-    std::vector<const T*> pointers(static_cast<size_t>(RS * kTilePixels));
-    std::vector<int64_t> taps(static_cast<size_t>(RS));
-    simd_t<T> acc[kTilePixels][2];
-    for (int64_t nr = r0; nr < r1; ++nr) {
-      const int64_t n = nr / DH, row = nr % DH;
-      for (int64_t col0 = 0; col0 < DW; col0 += kTilePixels) {
-        const int px = static_cast<int>(std::min<int64_t>(kTilePixels, DW - col0));
-        int64_t tap_count = 0;
-        for (int64_t r = 0; r < s.R; ++r) {
-          const int64_t ih = source(row, r, kTransposed ? s.stride_h : s.stride_h, s.pad_top, s.dilation_h, SH);
-          if (ih < 0) continue;
+  at::parallel_for(0, s.N * strips, 1, [&](int64_t w0, int64_t w1) {
+    // Per tile of the strip: its taps' source pointers and which taps touch the input at all.
+    std::vector<const T*> pointers(static_cast<size_t>(kStripTiles * RS * kTilePixels));
+    std::vector<int64_t> taps(static_cast<size_t>(kStripTiles * RS)), tap_counts(kStripTiles);
+    simd_t<T> acc[kStripTiles][kTilePixels][2];
+    for (int64_t item = w0; item < w1; ++item) {
+      const int64_t n = item / strips, first = (item % strips) * kStripTiles;
+      const int64_t count_tiles = std::min(kStripTiles, tiles - first);
+      for (int64_t t = 0; t < count_tiles; ++t) {
+        const int64_t pix0 = (first + t) * kTilePixels;
+        const int px = static_cast<int>(std::min<int64_t>(kTilePixels, DH * DW - pix0));
+        const T** tile_pointers = pointers.data() + t * RS * kTilePixels;
+        int64_t* tile_taps = taps.data() + t * RS;
+        int64_t count = 0, rows[kTilePixels], cols[kTilePixels];
+        rows[0] = pix0 / DW, cols[0] = pix0 % DW;
+        for (int i = 1; i < px; ++i) {  // no division per pixel and tap in the loops below
+          const bool wrap = cols[i - 1] + 1 == DW;
+          rows[i] = rows[i - 1] + wrap, cols[i] = wrap ? 0 : cols[i - 1] + 1;
+        }
+        for (int64_t r = 0; r < s.R; ++r)
           for (int64_t q = 0; q < s.S; ++q) {
             bool any = false;
             for (int i = 0; i < px; ++i) {
-              const int64_t iw = source(col0 + i, q, s.stride_w, s.pad_left, s.dilation_w, SW);
+              const int64_t ih = source(rows[i], r, s.stride_h, s.pad_top, s.dilation_h, SH);
+              const int64_t iw = ih < 0 ? -1 : source(cols[i], q, s.stride_w, s.pad_left, s.dilation_w, SW);
               any |= iw >= 0;
-              pointers[tap_count * kTilePixels + i] = iw < 0 ? zeros.data() : src + ((n * SH + ih) * SW + iw) * SC;
+              tile_pointers[count * kTilePixels + i] = iw < 0 ? zeros.data() : src + ((n * SH + ih) * SW + iw) * SC;
             }
-            if (any) taps[tap_count++] = r * s.S + q;
+            if (any) tile_taps[count++] = r * s.S + q;
+          }
+        tap_counts[t] = count;
+      }
+      for (int64_t g = 0; g < G; ++g)
+        for (int64_t block = 0; block < blocks; ++block) {
+          const T* block_panel = panel.data() + (g * blocks + block) * RS * depth * kBlock<T>;
+          for (int64_t d0 = 0; d0 < depth; d0 += kDepthChunk) {
+            const int64_t len = std::min(kDepthChunk, depth - d0);
+            const T* p = block_panel + RS * d0 * kBlock<T>;
+            for (int64_t t = 0; t < count_tiles; ++t) {
+              const int64_t pix0 = (first + t) * kTilePixels;
+              const int px = static_cast<int>(std::min<int64_t>(kTilePixels, DH * DW - pix0));
+              const T* const* tp = pointers.data() + t * RS * kTilePixels;
+              const int64_t* tt = taps.data() + t * RS;
+              const int64_t tc = tap_counts[t], offset = g * depth + d0;
+              switch (px) {
+                case 6: tile_product<T, 6>(tp, tt, tc, offset, p, len, d0 > 0, acc[t]); break;
+                case 5: tile_product<T, 5>(tp, tt, tc, offset, p, len, d0 > 0, acc[t]); break;
+                case 4: tile_product<T, 4>(tp, tt, tc, offset, p, len, d0 > 0, acc[t]); break;
+                case 3: tile_product<T, 3>(tp, tt, tc, offset, p, len, d0 > 0, acc[t]); break;
+                case 2: tile_product<T, 2>(tp, tt, tc, offset, p, len, d0 > 0, acc[t]); break;
+                default: tile_product<T, 1>(tp, tt, tc, offset, p, len, d0 > 0, acc[t]); break;
+              }
+            }
+          }
+          const int64_t ch0 = g * width + block * kBlock<T>;
+          const int64_t channels = std::min<int64_t>(kBlock<T>, width - block * kBlock<T>);
+          for (int64_t t = 0; t < count_tiles; ++t) {
+            const int64_t pix0 = (first + t) * kTilePixels;
+            const int px = static_cast<int>(std::min<int64_t>(kTilePixels, DH * DW - pix0));
+            store_tile<T>(acc[t], px, n, pix0, DW, ch0, channels, e);
           }
         }
-        for (int64_t g = 0; g < G; ++g)
-          for (int64_t block = 0; block < blocks; ++block) {
-            const T* p = panel.data() + (g * blocks + block) * RS * depth * kBlock<T>;
-            const int64_t offset = g * depth;
-            switch (px) {
-              case 6: tile_product<T, 6>(pointers.data(), taps.data(), tap_count, offset, p, depth, acc); break;
-              case 5: tile_product<T, 5>(pointers.data(), taps.data(), tap_count, offset, p, depth, acc); break;
-              case 4: tile_product<T, 4>(pointers.data(), taps.data(), tap_count, offset, p, depth, acc); break;
-              case 3: tile_product<T, 3>(pointers.data(), taps.data(), tap_count, offset, p, depth, acc); break;
-              case 2: tile_product<T, 2>(pointers.data(), taps.data(), tap_count, offset, p, depth, acc); break;
-              default: tile_product<T, 1>(pointers.data(), taps.data(), tap_count, offset, p, depth, acc); break;
-            }
-            const int64_t ch0 = g * width + block * kBlock<T>;
-            store_tile<T>(acc, px, n, row, col0, ch0, std::min<int64_t>(kBlock<T>, width - block * kBlock<T>), e);
-          }
-      }
     }
   });
 }
