@@ -18,6 +18,7 @@ SUITES: dict[str, str] = {
     "pool": "bigkern.bench.pool",
     "attention": "bigkern.bench.attention",
     "lstm": "bigkern.bench.lstm",
+    "conv": "bigkern.bench.conv",
 }
 
 
