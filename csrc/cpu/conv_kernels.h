@@ -29,7 +29,15 @@
 
 namespace conv_detail {
 
-constexpr int kTilePixels = 6;  // rows of the register tile (output pixels, or dW rows in wgrad)
+// The forward/dgrad register tile: kTilePixels pixels x kVectors vectors of channels, 12
+// accumulators. 6 x 2 (16 channels per block) and 3 x 4 (32; the broadcasts first, then one
+// weight vector at a time, to fit 16 registers) ran at the same speed on the 2-core EPYC
+// (about 90 GFLOP/s per core, 3x3, 64 -> 64 channels); 6 x 2 wastes fewer lanes when the
+// channel count is not a multiple of the block.
+constexpr int kVectors = 2;
+constexpr int kTilePixels = 12 / kVectors;
+// The wgrad register tile: kWgradRows rows of dW (output channels) x 2 vectors of input channels.
+constexpr int kWgradRows = 6;
 constexpr int64_t kChunk = 96;  // pixels per wgrad packing chunk (its packed rows stay in L1/L2)
 // Reduction channels per weight-panel chunk (see pack_panels). Measured on the 2-core EPYC for 3x3
 // convolutions: chunks of 32 were 5-10% slower than none at 64 and 128 channels, so only deeper
@@ -39,7 +47,9 @@ constexpr int64_t kDepthChunk = 128;
 template <typename T>
 constexpr int64_t kLanes = Simd<T>::kLanes;
 template <typename T>
-constexpr int64_t kBlock = 2 * Simd<T>::kLanes;  // channels per register tile column block
+constexpr int64_t kBlock = kVectors * Simd<T>::kLanes;  // channels per register tile column block
+template <typename T>
+constexpr int64_t kWgradCols = 2 * Simd<T>::kLanes;
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -77,32 +87,49 @@ inline T activation_slope(T a, int64_t activation) {  // d act / dz from z (gelu
 template <typename T, int PX>
 BIGKERN_ATTN_INLINE void tile_product(const T* const* __restrict__ src, const int64_t* __restrict__ taps,
                                       int64_t tap_count, int64_t offset, const T* __restrict__ panel, int64_t depth,
-                                      bool accumulate, simd_t<T> (&out)[kTilePixels][2]) {
+                                      bool accumulate, simd_t<T> (&out)[kTilePixels][kVectors]) {
   constexpr int64_t L = kLanes<T>;
-  simd_t<T> acc[PX][2];
-#pragma GCC unroll 6
-  for (int i = 0; i < PX; ++i) {
-    acc[i][0] = accumulate ? out[i][0] : simd_t<T>{};
-    acc[i][1] = accumulate ? out[i][1] : simd_t<T>{};
-  }
+  simd_t<T> acc[PX][kVectors];
+#pragma GCC unroll 12
+  for (int i = 0; i < PX; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < kVectors; ++v) acc[i][v] = accumulate ? out[i][v] : simd_t<T>{};
   for (int64_t t = 0; t < tap_count; ++t) {
-    const T* w = panel + taps[t] * depth * 2 * L;
+    const T* w = panel + taps[t] * depth * kVectors * L;
     const T* p[PX];
-#pragma GCC unroll 6
+#pragma GCC unroll 12
     for (int i = 0; i < PX; ++i) p[i] = src[t * kTilePixels + i] + offset;
     for (int64_t c = 0; c < depth; ++c) {
-      const simd_t<T> w0 = vload(w), w1 = vload(w + L);
-      w += 2 * L;
-#pragma GCC unroll 6
-      for (int i = 0; i < PX; ++i) {
-        const simd_t<T> b = vsplat(p[i][c]);
-        acc[i][0] = fmadd(b, w0, acc[i][0]);
-        acc[i][1] = fmadd(b, w1, acc[i][1]);
+      // Hold the shorter side of the tile in registers (the weights for 6 x 2, the broadcasts for
+      // 3 x 4) and stream the other, so accumulators + operands fit in 16 registers.
+      if constexpr (kVectors <= kTilePixels) {
+        simd_t<T> wv[kVectors];
+#pragma GCC unroll 4
+        for (int v = 0; v < kVectors; ++v) wv[v] = vload(w + v * L);
+#pragma GCC unroll 12
+        for (int i = 0; i < PX; ++i) {
+          const simd_t<T> b = vsplat(p[i][c]);
+#pragma GCC unroll 4
+          for (int v = 0; v < kVectors; ++v) acc[i][v] = fmadd(b, wv[v], acc[i][v]);
+        }
+      } else {
+        simd_t<T> b[PX];
+#pragma GCC unroll 12
+        for (int i = 0; i < PX; ++i) b[i] = vsplat(p[i][c]);
+#pragma GCC unroll 4
+        for (int v = 0; v < kVectors; ++v) {
+          const simd_t<T> wv = vload(w + v * L);
+#pragma GCC unroll 12
+          for (int i = 0; i < PX; ++i) acc[i][v] = fmadd(b[i], wv, acc[i][v]);
+        }
       }
+      w += kVectors * L;
     }
   }
-#pragma GCC unroll 6
-  for (int i = 0; i < PX; ++i) out[i][0] = acc[i][0], out[i][1] = acc[i][1];
+#pragma GCC unroll 12
+  for (int i = 0; i < PX; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < kVectors; ++v) out[i][v] = acc[i][v];
 }
 
 // Weights as panels: panel[g][block][chunk][tap][d][j] = the weight between reduction channel
@@ -138,6 +165,16 @@ std::vector<T> pack_panels(const T* w, const ConvShape& s, bool transposed) {
   return panel;
 }
 
+// Calls f(std::integral_constant<int, px>) for px in [1, kTilePixels]: tile_product's row
+// count is a compile-time constant, so its accumulators stay in registers.
+template <typename T, int PX = kTilePixels, typename F>
+BIGKERN_ATTN_INLINE void dispatch_pixels(int px, F&& f) {
+  if constexpr (PX >= 1) {
+    if (px == PX) return f(std::integral_constant<int, PX>{});
+    dispatch_pixels<T, PX - 1>(px, f);
+  }
+}
+
 template <typename T>
 struct Epilogue {
   const T* bias = nullptr;  // per destination channel, or null
@@ -152,31 +189,34 @@ inline int64_t pixel_offset(const Strided& t, int64_t n, int64_t row, int64_t co
 
 // Stores one register tile: px pixels of image n starting at flat pixel index pix0 of a
 // (rows, cols) plane (a tile may wrap onto the next row), channels [ch0, ch0 + count).
+// The output goes to `dst` (e.out, or a staging buffer: see implicit_gemm), whose pixel
+// offsets are shifted by `dst_shift` elements.
 template <typename T>
-void store_tile(const simd_t<T> (&acc)[kTilePixels][2], int px, int64_t n, int64_t pix0, int64_t cols, int64_t ch0,
-                int64_t count, const Epilogue<T>& e) {
+void store_tile(const simd_t<T> (&acc)[kTilePixels][kVectors], int px, int64_t n, int64_t pix0, int64_t cols, int64_t ch0,
+                int64_t count, const Epilogue<T>& e, const Strided& dst, int64_t dst_shift) {
   constexpr int64_t L = kLanes<T>;
   int64_t out_at[kTilePixels], res_at[kTilePixels], pre_at[kTilePixels];
   int64_t row = pix0 / cols, col = pix0 % cols;
   for (int i = 0; i < px; ++i, ++col) {
     if (col == cols) col = 0, ++row;
-    out_at[i] = pixel_offset(e.out, n, row, col) + ch0 * e.out.sc;
+    out_at[i] = pixel_offset(dst, n, row, col) + ch0 * dst.sc + dst_shift;
     res_at[i] = pixel_offset(e.residual, n, row, col) + ch0 * e.residual.sc;
     pre_at[i] = pixel_offset(e.preact, n, row, col) + ch0 * e.preact.sc;
   }
-  T* out = static_cast<T*>(e.out.data);
+  T* out = static_cast<T*>(dst.data);
   const T* res = static_cast<const T*>(e.residual.data);
   T* pre = static_cast<T*>(e.preact.data);
-  const bool vector_path = count == kBlock<T> && e.out.sc == 1 && pre == nullptr && e.activation <= 1 &&
+  const bool vector_path = count == kBlock<T> && dst.sc == 1 && pre == nullptr && e.activation <= 1 &&
                            (res == nullptr || e.residual.sc == 1);
   if (vector_path) {  // channels_last output: whole vectors, relu as a max
-    const simd_t<T> b0 = e.bias ? vload(e.bias + ch0) : simd_t<T>{}, b1 = e.bias ? vload(e.bias + ch0 + L) : simd_t<T>{};
-    for (int i = 0; i < px; ++i) {
-      simd_t<T> z0 = acc[i][0] + b0, z1 = acc[i][1] + b1;
-      if (res != nullptr) z0 += vload(res + res_at[i]), z1 += vload(res + res_at[i] + L);
-      if (e.activation == 1) z0 = z0 < simd_t<T>{} ? simd_t<T>{} : z0, z1 = z1 < simd_t<T>{} ? simd_t<T>{} : z1;
-      vstore(out + out_at[i], z0);
-      vstore(out + out_at[i] + L, z1);
+    for (int v = 0; v < kVectors; ++v) {
+      const simd_t<T> bias = e.bias ? vload(e.bias + ch0 + v * L) : simd_t<T>{};
+      for (int i = 0; i < px; ++i) {
+        simd_t<T> z = acc[i][v] + bias;
+        if (res != nullptr) z += vload(res + res_at[i] + v * L);
+        if (e.activation == 1) z = z < simd_t<T>{} ? simd_t<T>{} : z;
+        vstore(out + out_at[i] + v * L, z);
+      }
     }
     return;
   }
@@ -187,7 +227,7 @@ void store_tile(const simd_t<T> (&acc)[kTilePixels][2], int px, int64_t n, int64
       T z = acc[i][j / L][j % L] + b;
       if (res != nullptr) z += res[res_at[i] + j * e.residual.sc];
       if (pre != nullptr) pre[pre_at[i] + j * e.preact.sc] = z;
-      out[out_at[i] + j * e.out.sc] = activate(z, e.activation);
+      out[out_at[i] + j * dst.sc] = activate(z, e.activation);
     }
   }
 }
@@ -197,16 +237,22 @@ void store_tile(const simd_t<T> (&acc)[kTilePixels][2], int px, int64_t n, int64
 // src is (N, SH, SW, SC) contiguous; the destination is (N, DC, DH, DW) through e.out's strides.
 // Tiles run over each image's pixels in row-major order and may wrap from one row to the next,
 // so only an image's last tile can be partial (a tile per row would leave a narrow, slow one
-// at the end of every row).
+// at the end of every row). A destination whose channels are not contiguous (NCHW) is written
+// through a staging buffer: the strip's tiles are stored channels-last into it with whole
+// vectors, then copied out channel by channel, each channel's pixels a contiguous run in NCHW
+// (scattering single lanes from the tiles was a third of the NCHW forward's time).
 template <typename T, bool kTransposed>
 void implicit_gemm(const ConvShape& s, const T* src, const std::vector<T>& panel, const Epilogue<T>& e) {
-  constexpr int64_t kStripTiles = 8;  // tiles per work item: each weight panel is reused across them
+  constexpr int64_t kStripTiles = 48 / kTilePixels;  // tiles per work item: each weight panel is reused across them
   const int64_t G = s.groups, RS = s.R * s.S;
   const int64_t SH = kTransposed ? s.P : s.H, SW = kTransposed ? s.Q : s.W, SC = kTransposed ? s.K : s.C;
   const int64_t DH = kTransposed ? s.H : s.P, DW = kTransposed ? s.W : s.Q;
   const int64_t depth = kTransposed ? s.K / G : s.C / G, width = kTransposed ? s.C / G : s.K / G;
   const int64_t blocks = ceil_div(width, kBlock<T>);
   const int64_t tiles = ceil_div(DH * DW, kTilePixels), strips = ceil_div(tiles, kStripTiles);
+  const int64_t channels_total = G * width;
+  const bool staged = e.out.sc != 1;
+  const int64_t stage_width = channels_total + kBlock<T>;  // a block's vector store may run past the last channel
   const std::vector<T> zeros(static_cast<size_t>(SC), T(0));
   // Source coordinate along one axis of destination coordinate `d` for kernel offset `k`, or -1.
   auto source = [](int64_t d, int64_t k, int64_t stride, int64_t pad, int64_t dil, int64_t extent) -> int64_t {
@@ -222,7 +268,9 @@ void implicit_gemm(const ConvShape& s, const T* src, const std::vector<T>& panel
     // Per tile of the strip: its taps' source pointers and which taps touch the input at all.
     std::vector<const T*> pointers(static_cast<size_t>(kStripTiles * RS * kTilePixels));
     std::vector<int64_t> taps(static_cast<size_t>(kStripTiles * RS)), tap_counts(kStripTiles);
-    simd_t<T> acc[kStripTiles][kTilePixels][2];
+    simd_t<T> acc[kStripTiles][kTilePixels][kVectors];
+    std::vector<T> stage(staged ? static_cast<size_t>(kStripTiles * kTilePixels * stage_width) : 0);
+    const Strided stage_dst{stage.data(), 0, 1, DW * stage_width, stage_width};
     for (int64_t item = w0; item < w1; ++item) {
       const int64_t n = item / strips, first = (item % strips) * kStripTiles;
       const int64_t count_tiles = std::min(kStripTiles, tiles - first);
@@ -262,14 +310,9 @@ void implicit_gemm(const ConvShape& s, const T* src, const std::vector<T>& panel
               const T* const* tp = pointers.data() + t * RS * kTilePixels;
               const int64_t* tt = taps.data() + t * RS;
               const int64_t tc = tap_counts[t], offset = g * depth + d0;
-              switch (px) {
-                case 6: tile_product<T, 6>(tp, tt, tc, offset, p, len, d0 > 0, acc[t]); break;
-                case 5: tile_product<T, 5>(tp, tt, tc, offset, p, len, d0 > 0, acc[t]); break;
-                case 4: tile_product<T, 4>(tp, tt, tc, offset, p, len, d0 > 0, acc[t]); break;
-                case 3: tile_product<T, 3>(tp, tt, tc, offset, p, len, d0 > 0, acc[t]); break;
-                case 2: tile_product<T, 2>(tp, tt, tc, offset, p, len, d0 > 0, acc[t]); break;
-                default: tile_product<T, 1>(tp, tt, tc, offset, p, len, d0 > 0, acc[t]); break;
-              }
+              dispatch_pixels<T>(px, [&](auto pixels) {
+                tile_product<T, decltype(pixels)::value>(tp, tt, tc, offset, p, len, d0 > 0, acc[t]);
+              });
             }
           }
           const int64_t ch0 = g * width + block * kBlock<T>;
@@ -277,9 +320,22 @@ void implicit_gemm(const ConvShape& s, const T* src, const std::vector<T>& panel
           for (int64_t t = 0; t < count_tiles; ++t) {
             const int64_t pix0 = (first + t) * kTilePixels;
             const int px = static_cast<int>(std::min<int64_t>(kTilePixels, DH * DW - pix0));
-            store_tile<T>(acc[t], px, n, pix0, DW, ch0, channels, e);
+            if (staged) store_tile<T>(acc[t], px, n, pix0, DW, ch0, channels, e, stage_dst, -first * kTilePixels * stage_width);
+            else store_tile<T>(acc[t], px, n, pix0, DW, ch0, channels, e, e.out, 0);
           }
         }
+      if (staged) {
+        const int64_t pix0 = first * kTilePixels, pixels = std::min(count_tiles * kTilePixels, DH * DW - pix0);
+        T* out = static_cast<T*>(e.out.data);
+        for (int64_t k = 0; k < channels_total; ++k) {
+          int64_t row = pix0 / DW, col = pix0 % DW;
+          T* plane = out + n * e.out.sn + k * e.out.sc;
+          for (int64_t p = 0; p < pixels; ++p, ++col) {
+            if (col == DW) col = 0, ++row;
+            plane[row * e.out.sh + col * e.out.sw] = stage[p * stage_width + k];
+          }
+        }
+      }
     }
   });
 }
@@ -341,20 +397,20 @@ template <typename T>
 BIGKERN_ATTN_INLINE void wgrad_tile(const T* __restrict__ gz, int64_t k_stride, const T* __restrict__ x,
                                     int64_t x_stride, int64_t px, T* __restrict__ dw, int64_t dw_stride) {
   constexpr int64_t L = kLanes<T>;
-  simd_t<T> acc[kTilePixels][2];
+  simd_t<T> acc[kWgradRows][2];
 #pragma GCC unroll 6
-  for (int i = 0; i < kTilePixels; ++i) acc[i][0] = acc[i][1] = simd_t<T>{};
+  for (int i = 0; i < kWgradRows; ++i) acc[i][0] = acc[i][1] = simd_t<T>{};
   for (int64_t p = 0; p < px; ++p) {
     const simd_t<T> x0 = vload(x + p * x_stride), x1 = vload(x + p * x_stride + L);
 #pragma GCC unroll 6
-    for (int i = 0; i < kTilePixels; ++i) {
+    for (int i = 0; i < kWgradRows; ++i) {
       const simd_t<T> b = vsplat(gz[p * k_stride + i]);
       acc[i][0] = fmadd(b, x0, acc[i][0]);
       acc[i][1] = fmadd(b, x1, acc[i][1]);
     }
   }
 #pragma GCC unroll 6
-  for (int i = 0; i < kTilePixels; ++i) {
+  for (int i = 0; i < kWgradRows; ++i) {
     vstore(dw + i * dw_stride, vload(dw + i * dw_stride) + acc[i][0]);
     vstore(dw + i * dw_stride + L, vload(dw + i * dw_stride + L) + acc[i][1]);
   }
@@ -363,7 +419,7 @@ BIGKERN_ATTN_INLINE void wgrad_tile(const T* __restrict__ gz, int64_t k_stride, 
 template <typename T>
 void weight_gradient(const ConvShape& s, const ConvBackwardArgs& a) {
   const int64_t G = s.groups, Kg = s.K / G, Cg = s.C / G, RS = s.R * s.S;
-  const int64_t k_rows = ceil_div(Kg, kTilePixels) * kTilePixels, c_cols = ceil_div(Cg, kBlock<T>) * kBlock<T>;
+  const int64_t k_rows = ceil_div(Kg, kWgradRows) * kWgradRows, c_cols = ceil_div(Cg, kWgradCols<T>) * kWgradCols<T>;
   const int64_t pixels = s.N * s.P * s.Q, chunks = ceil_div(pixels, kChunk);
   const int64_t per_thread = G * RS * k_rows * c_cols;
   const T* gz = static_cast<const T*>(a.grad_z);
@@ -404,8 +460,8 @@ void weight_gradient(const ConvShape& s, const ConvBackwardArgs& a) {
               }
             }
             T* dw = mine + (g * RS + r * s.S + q) * k_rows * c_cols;
-            for (int64_t k0 = 0; k0 < k_rows; k0 += kTilePixels)
-              for (int64_t c0 = 0; c0 < c_cols; c0 += kBlock<T>)
+            for (int64_t k0 = 0; k0 < k_rows; k0 += kWgradRows)
+              for (int64_t c0 = 0; c0 < c_cols; c0 += kWgradCols<T>)
                 wgrad_tile<T>(gz_pack.data() + k0, k_rows, x_pack.data() + c0, c_cols, px, dw + k0 * c_cols + c0, c_cols);
           }
       }
