@@ -46,6 +46,9 @@ constexpr int64_t kDepthChunk = 128;
 
 template <typename T>
 constexpr int64_t kLanes = Simd<T>::kLanes;
+
+template <typename T>
+using AlignedPanel = std::vector<T>;
 template <typename T>
 constexpr int64_t kBlock = kVectors * Simd<T>::kLanes;  // channels per register tile column block
 template <typename T>
@@ -175,6 +178,67 @@ BIGKERN_ATTN_INLINE void dispatch_pixels(int px, F&& f) {
   }
 }
 
+// Depthwise convolution (one input and one output channel per group) is not a product over
+// channels: each output channel is its own input channel's stencil. The tile holds the same
+// pixels x channels as the GEMM tile, but the channels are the vector lanes of both operands:
+// acc[i][v] += x[src(pixel i, tap)][ch0 + v*L ..] * w[tap][ch0 + v*L ..]. A block at the
+// channel tail (fewer than kBlock channels left) is computed lane by lane, so no load runs past
+// a pixel's channels.
+inline bool is_depthwise(const ConvShape& s) { return s.groups == s.C && s.groups == s.K && s.C > 1; }
+
+template <typename T>
+std::vector<T> pack_depthwise_panel(const T* w, const ConvShape& s) {
+  const int64_t RS = s.R * s.S, padded = ceil_div(s.C, kBlock<T>) * kBlock<T>;
+  std::vector<T> panel(static_cast<size_t>(RS * padded), T(0));
+  for (int64_t c = 0; c < s.C; ++c)
+    for (int64_t tap = 0; tap < RS; ++tap) panel[tap * padded + c] = w[c * RS + tap];
+  return panel;
+}
+
+template <typename T, int PX>
+BIGKERN_ATTN_INLINE void depthwise_block(const T* const* __restrict__ src, const int64_t* __restrict__ taps,
+                                         int64_t tap_count, int64_t ch0, const T* __restrict__ panel, int64_t padded,
+                                         simd_t<T> (&out)[kTilePixels][kVectors]) {
+  constexpr int64_t L = kLanes<T>;
+  simd_t<T> acc[PX][kVectors] = {};
+  for (int64_t t = 0; t < tap_count; ++t) {
+    const T* w = panel + taps[t] * padded + ch0;
+    simd_t<T> wv[kVectors];
+#pragma GCC unroll 4
+    for (int v = 0; v < kVectors; ++v) wv[v] = vload(w + v * L);
+#pragma GCC unroll 12
+    for (int i = 0; i < PX; ++i) {
+      const T* x = src[t * kTilePixels + i] + ch0;
+#pragma GCC unroll 4
+      for (int v = 0; v < kVectors; ++v) acc[i][v] = fmadd(vload(x + v * L), wv[v], acc[i][v]);
+    }
+  }
+#pragma GCC unroll 12
+  for (int i = 0; i < PX; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < kVectors; ++v) out[i][v] = acc[i][v];
+}
+
+template <typename T>
+void depthwise_product(const T* const* src, const int64_t* taps, int64_t tap_count, int px, int64_t ch0,
+                       int64_t count, const T* panel, int64_t padded, simd_t<T> (&out)[kTilePixels][kVectors]) {
+  constexpr int64_t L = kLanes<T>;
+  if (count == kBlock<T>) {
+    dispatch_pixels<T>(px, [&](auto pixels) {
+      depthwise_block<T, decltype(pixels)::value>(src, taps, tap_count, ch0, panel, padded, out);
+    });
+    return;
+  }
+  T acc[kTilePixels][kBlock<T>] = {};
+  for (int64_t t = 0; t < tap_count; ++t) {
+    const T* w = panel + taps[t] * padded + ch0;
+    for (int i = 0; i < px; ++i)
+      for (int64_t j = 0; j < count; ++j) acc[i][j] += src[t * kTilePixels + i][ch0 + j] * w[j];
+  }
+  for (int i = 0; i < px; ++i)
+    for (int v = 0; v < kVectors; ++v) out[i][v] = vload(&acc[i][v * L]);
+}
+
 template <typename T>
 struct Epilogue {
   const T* bias = nullptr;  // per destination channel, or null
@@ -248,7 +312,9 @@ void implicit_gemm(const ConvShape& s, const T* src, const std::vector<T>& panel
   const int64_t SH = kTransposed ? s.P : s.H, SW = kTransposed ? s.Q : s.W, SC = kTransposed ? s.K : s.C;
   const int64_t DH = kTransposed ? s.H : s.P, DW = kTransposed ? s.W : s.Q;
   const int64_t depth = kTransposed ? s.K / G : s.C / G, width = kTransposed ? s.C / G : s.K / G;
-  const int64_t blocks = ceil_div(width, kBlock<T>);
+  // Depthwise (see depthwise_product): `panel` is pack_depthwise_panel's, blocks run over all channels.
+  const bool depthwise = is_depthwise(s);
+  const int64_t blocks = ceil_div(depthwise ? s.C : width, kBlock<T>);
   const int64_t tiles = ceil_div(DH * DW, kTilePixels), strips = ceil_div(tiles, kStripTiles);
   const int64_t channels_total = G * width;
   const bool staged = e.out.sc != 1;
@@ -298,7 +364,24 @@ void implicit_gemm(const ConvShape& s, const T* src, const std::vector<T>& panel
           }
         tap_counts[t] = count;
       }
-      for (int64_t g = 0; g < G; ++g)
+      auto store = [&](int64_t t, int64_t ch0, int64_t channels) {
+        const int64_t pix0 = (first + t) * kTilePixels;
+        const int px = static_cast<int>(std::min<int64_t>(kTilePixels, DH * DW - pix0));
+        if (staged) store_tile<T>(acc[t], px, n, pix0, DW, ch0, channels, e, stage_dst, -first * kTilePixels * stage_width);
+        else store_tile<T>(acc[t], px, n, pix0, DW, ch0, channels, e, e.out, 0);
+      };
+      if (depthwise) {
+        for (int64_t ch0 = 0; ch0 < s.C; ch0 += kBlock<T>) {
+          const int64_t channels = std::min<int64_t>(kBlock<T>, s.C - ch0);
+          for (int64_t t = 0; t < count_tiles; ++t) {
+            const int px = static_cast<int>(std::min<int64_t>(kTilePixels, DH * DW - (first + t) * kTilePixels));
+            depthwise_product<T>(pointers.data() + t * RS * kTilePixels, taps.data() + t * RS, tap_counts[t], px, ch0,
+                                 channels, panel.data(), blocks * kBlock<T>, acc[t]);
+            store(t, ch0, channels);
+          }
+        }
+      }
+      for (int64_t g = 0; g < G && !depthwise; ++g)
         for (int64_t block = 0; block < blocks; ++block) {
           const T* block_panel = panel.data() + (g * blocks + block) * RS * depth * kBlock<T>;
           for (int64_t d0 = 0; d0 < depth; d0 += kDepthChunk) {
@@ -317,12 +400,7 @@ void implicit_gemm(const ConvShape& s, const T* src, const std::vector<T>& panel
           }
           const int64_t ch0 = g * width + block * kBlock<T>;
           const int64_t channels = std::min<int64_t>(kBlock<T>, width - block * kBlock<T>);
-          for (int64_t t = 0; t < count_tiles; ++t) {
-            const int64_t pix0 = (first + t) * kTilePixels;
-            const int px = static_cast<int>(std::min<int64_t>(kTilePixels, DH * DW - pix0));
-            if (staged) store_tile<T>(acc[t], px, n, pix0, DW, ch0, channels, e, stage_dst, -first * kTilePixels * stage_width);
-            else store_tile<T>(acc[t], px, n, pix0, DW, ch0, channels, e, e.out, 0);
-          }
+          for (int64_t t = 0; t < count_tiles; ++t) store(t, ch0, channels);
         }
       if (staged) {
         const int64_t pix0 = first * kTilePixels, pixels = std::min(count_tiles * kTilePixels, DH * DW - pix0);
@@ -342,7 +420,8 @@ void implicit_gemm(const ConvShape& s, const T* src, const std::vector<T>& panel
 
 template <typename T>
 void forward(const ConvShape& s, const ConvForwardArgs& a) {
-  const std::vector<T> panel = pack_panels(static_cast<const T*>(a.weight), s, false);
+  const T* w = static_cast<const T*>(a.weight);
+  const std::vector<T> panel = is_depthwise(s) ? pack_depthwise_panel(w, s) : pack_panels(w, s, false);
   std::vector<T> bias;
   if (a.bias != nullptr) {  // padded so the vector epilogue may read a whole block past the last channel
     bias.assign(static_cast<size_t>(s.K + kBlock<T>), T(0));
@@ -416,6 +495,48 @@ BIGKERN_ATTN_INLINE void wgrad_tile(const T* __restrict__ gz, int64_t k_stride, 
   }
 }
 
+// dW[c][tap] = sum over pixels of gz[pixel][c] * x[src(pixel, tap)][c]: vectors across channels,
+// each thread summing its share of the pixels into its own (taps, channels) partial.
+template <typename T>
+void depthwise_weight_gradient(const ConvShape& s, const ConvBackwardArgs& a) {
+  constexpr int64_t L = kLanes<T>;
+  const int64_t RS = s.R * s.S, C = s.C, padded = ceil_div(C, L) * L, full = C / L * L;
+  const int64_t pixels = s.N * s.P * s.Q;
+  const T* gz = static_cast<const T*>(a.grad_z);
+  const T* x = static_cast<const T*>(a.x);
+  const int64_t workers = worker_count();
+  std::vector<T> partial(static_cast<size_t>(workers * RS * padded), T(0));
+#pragma omp parallel num_threads(workers)
+  {
+    const int64_t me = omp_get_thread_num(), team = omp_get_num_threads();
+    T* mine = partial.data() + me * RS * padded;
+    for (int64_t pix = pixels * me / team; pix < pixels * (me + 1) / team; ++pix) {
+      const int64_t n = pix / (s.P * s.Q), oh = (pix / s.Q) % s.P, ow = pix % s.Q;
+      const T* g = gz + pix * C;
+      for (int64_t r = 0; r < s.R; ++r) {
+        const int64_t ih = oh * s.stride_h - s.pad_top + r * s.dilation_h;
+        if (ih < 0 || ih >= s.H) continue;
+        for (int64_t q = 0; q < s.S; ++q) {
+          const int64_t iw = ow * s.stride_w - s.pad_left + q * s.dilation_w;
+          if (iw < 0 || iw >= s.W) continue;
+          const T* xs = x + ((n * s.H + ih) * s.W + iw) * C;
+          T* dw = mine + (r * s.S + q) * padded;
+          int64_t c = 0;
+          for (; c < full; c += L) vstore(dw + c, fmadd(vload(g + c), vload(xs + c), vload(dw + c)));
+          for (; c < C; ++c) dw[c] += g[c] * xs[c];
+        }
+      }
+    }
+  }
+  T* out = static_cast<T*>(a.grad_weight);
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t tap = 0; tap < RS; ++tap) {
+      T total = 0;
+      for (int64_t w = 0; w < workers; ++w) total += partial[(w * RS + tap) * padded + c];
+      out[c * RS + tap] = total;
+    }
+}
+
 template <typename T>
 void weight_gradient(const ConvShape& s, const ConvBackwardArgs& a) {
   const int64_t G = s.groups, Kg = s.K / G, Cg = s.C / G, RS = s.R * s.S;
@@ -486,12 +607,16 @@ template <typename T>
 void backward(const ConvShape& s, const ConvBackwardArgs& a) {
   preactivation_gradient<T>(s, a);
   if (a.grad_input.data != nullptr) {
-    const std::vector<T> panel = pack_panels(static_cast<const T*>(a.weight), s, true);
+    const T* w = static_cast<const T*>(a.weight);
+    const std::vector<T> panel = is_depthwise(s) ? pack_depthwise_panel(w, s) : pack_panels(w, s, true);
     Epilogue<T> e;
     e.out = a.grad_input;
     implicit_gemm<T, true>(s, static_cast<const T*>(a.grad_z), panel, e);
   }
-  if (a.grad_weight != nullptr) weight_gradient<T>(s, a);
+  if (a.grad_weight != nullptr) {
+    if (is_depthwise(s)) depthwise_weight_gradient<T>(s, a);
+    else weight_gradient<T>(s, a);
+  }
 }
 
 }  // namespace conv_detail

@@ -299,3 +299,12 @@ def test_float16_on_cpu_falls_back_under_auto_and_is_refused_explicitly():
     assert any(op == "conv2d" for op, _, _ in bigkern.backend.fallbacks())
     with bigkern.use_backend("cpu"), pytest.raises(bigkern.backend.BackendUnavailableError, match="float16"):
         bigkern.ops.conv2d(x, w)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("channels, stride, dilation", [(37, (1, 1), (1, 1)), (16, (2, 1), (1, 2)), (8, (1, 1), (2, 2))])
+def test_depthwise_cpu(channels, stride, dilation, layout):
+    """The depthwise path: whole vector blocks, a channel tail, strides and dilation."""
+    cfg = dict(n=2, c=channels, h=11, w=10, k=channels, kernel=(3, 3), stride=stride, padding=1, dilation=dilation,
+               groups=channels, bias=True, residual=True, activation="relu", layout=layout)  # fmt: skip
+    run_case(cfg, "cpu", torch.float32, channels)
