@@ -39,6 +39,10 @@ constexpr int kTilePixels = 12 / kVectors;
 // The wgrad register tile: kWgradRows rows of dW (output channels) x 2 vectors of input channels.
 constexpr int kWgradRows = 6;
 constexpr int64_t kChunk = 96;  // pixels per wgrad packing chunk (its packed rows stay in L1/L2)
+// Up to this many input channels (a network's first layer: 1 or 3), the forward and wgrad gather
+// each pixel's whole receptive field (R x S x C values) into a row first (see uses_patches):
+// one reduction of R*S*C steps instead of R*S reductions of C.
+constexpr int64_t kPatchChannels = 8;
 // Reduction channels per weight-panel chunk (see pack_panels). Measured on the 2-core EPYC for 3x3
 // convolutions: chunks of 32 were 5-10% slower than none at 64 and 128 channels, so only deeper
 // reductions are split.
@@ -186,6 +190,10 @@ BIGKERN_ATTN_INLINE void dispatch_pixels(int px, F&& f) {
 // a pixel's channels.
 inline bool is_depthwise(const ConvShape& s) { return s.groups == s.C && s.groups == s.K && s.C > 1; }
 
+// A reduction over a few channels per tap would spend more on each tap's setup than on its
+// multiply-adds, and wgrad's vector columns would be mostly padding.
+inline bool uses_patches(const ConvShape& s) { return s.groups == 1 && s.C <= kPatchChannels; }
+
 template <typename T>
 std::vector<T> pack_depthwise_panel(const T* w, const ConvShape& s) {
   const int64_t RS = s.R * s.S, padded = ceil_div(s.C, kBlock<T>) * kBlock<T>;
@@ -320,6 +328,11 @@ void implicit_gemm(const ConvShape& s, const T* src, const std::vector<T>& panel
   const bool staged = e.out.sc != 1;
   const int64_t stage_width = channels_total + kBlock<T>;  // a block's vector store may run past the last channel
   const std::vector<T> zeros(static_cast<size_t>(SC), T(0));
+  // Patches (forward, few channels): each pixel's receptive field gathered into a row, in the
+  // panel's (tap, channel) order, and reduced over as one tap of R*S*C "channels".
+  const bool patches = !kTransposed && uses_patches(s);
+  const int64_t patch = RS * s.C;
+  const int64_t panel_taps = patches ? 1 : RS, panel_depth = patches ? patch : depth;
   // Source coordinate along one axis of destination coordinate `d` for kernel offset `k`, or -1.
   auto source = [](int64_t d, int64_t k, int64_t stride, int64_t pad, int64_t dil, int64_t extent) -> int64_t {
     if (!kTransposed) {
@@ -334,6 +347,7 @@ void implicit_gemm(const ConvShape& s, const T* src, const std::vector<T>& panel
     // Per tile of the strip: its taps' source pointers and which taps touch the input at all.
     std::vector<const T*> pointers(static_cast<size_t>(kStripTiles * RS * kTilePixels));
     std::vector<int64_t> taps(static_cast<size_t>(kStripTiles * RS)), tap_counts(kStripTiles);
+    std::vector<T> patch_rows(patches ? static_cast<size_t>(kStripTiles * kTilePixels * patch) : 0);
     simd_t<T> acc[kStripTiles][kTilePixels][kVectors];
     std::vector<T> stage(staged ? static_cast<size_t>(kStripTiles * kTilePixels * stage_width) : 0);
     const Strided stage_dst{stage.data(), 0, 1, DW * stage_width, stage_width};
@@ -350,6 +364,30 @@ void implicit_gemm(const ConvShape& s, const T* src, const std::vector<T>& panel
         for (int i = 1; i < px; ++i) {  // no division per pixel and tap in the loops below
           const bool wrap = cols[i - 1] + 1 == DW;
           rows[i] = rows[i - 1] + wrap, cols[i] = wrap ? 0 : cols[i - 1] + 1;
+        }
+        if (patches) {  // each pixel's receptive field as one row; no pointer table
+          for (int i = 0; i < px; ++i) {
+            T* row = patch_rows.data() + ((t * kTilePixels) + i) * patch;
+            const int64_t iw0 = cols[i] * s.stride_w - s.pad_left, iw_last = iw0 + (s.S - 1) * s.dilation_w;
+            const bool contiguous = s.dilation_w == 1 && iw0 >= 0 && iw_last < SW;  // the S taps: one stretch
+            for (int64_t r = 0; r < s.R; ++r) {
+              const int64_t ih = rows[i] * s.stride_h - s.pad_top + r * s.dilation_h;
+              if (contiguous && ih >= 0 && ih < SH) {
+                std::copy_n(src + ((n * SH + ih) * SW + iw0) * SC, s.S * s.C, row);
+                row += s.S * s.C;
+                continue;
+              }
+              for (int64_t q = 0; q < s.S; ++q, row += s.C) {
+                const int64_t iw = cols[i] * s.stride_w - s.pad_left + q * s.dilation_w;
+                const T* from = src + ((n * SH + ih) * SW + iw) * SC;
+                const bool inside = ih >= 0 && ih < SH && iw >= 0 && iw < SW;
+                for (int64_t c = 0; c < s.C; ++c) row[c] = inside ? from[c] : T(0);
+              }
+            }
+            tile_pointers[i] = patch_rows.data() + ((t * kTilePixels) + i) * patch;
+          }
+          tile_taps[0] = 0, tap_counts[t] = 1;
+          continue;
         }
         for (int64_t r = 0; r < s.R; ++r)
           for (int64_t q = 0; q < s.S; ++q) {
@@ -384,9 +422,9 @@ void implicit_gemm(const ConvShape& s, const T* src, const std::vector<T>& panel
       for (int64_t g = 0; g < G && !depthwise; ++g)
         for (int64_t block = 0; block < blocks; ++block) {
           const T* block_panel = panel.data() + (g * blocks + block) * RS * depth * kBlock<T>;
-          for (int64_t d0 = 0; d0 < depth; d0 += kDepthChunk) {
-            const int64_t len = std::min(kDepthChunk, depth - d0);
-            const T* p = block_panel + RS * d0 * kBlock<T>;
+          for (int64_t d0 = 0; d0 < panel_depth; d0 += kDepthChunk) {
+            const int64_t len = std::min(kDepthChunk, panel_depth - d0);
+            const T* p = block_panel + panel_taps * d0 * kBlock<T>;
             for (int64_t t = 0; t < count_tiles; ++t) {
               const int64_t pix0 = (first + t) * kTilePixels;
               const int px = static_cast<int>(std::min<int64_t>(kTilePixels, DH * DW - pix0));
@@ -537,6 +575,51 @@ void depthwise_weight_gradient(const ConvShape& s, const ConvBackwardArgs& a) {
     }
 }
 
+// wgrad for few input channels (uses_patches): the columns of dW are all (c, tap) pairs at once,
+// each pixel's receptive field packed as one row in dW's own (c, tap) order.
+template <typename T>
+void patch_weight_gradient(const ConvShape& s, const ConvBackwardArgs& a) {
+  const int64_t RS = s.R * s.S, K = s.K, cols = s.C * RS;
+  const int64_t k_rows = ceil_div(K, kWgradRows) * kWgradRows, c_cols = ceil_div(cols, kWgradCols<T>) * kWgradCols<T>;
+  const int64_t pixels = s.N * s.P * s.Q, chunks = ceil_div(pixels, kChunk);
+  const T* gz = static_cast<const T*>(a.grad_z);
+  const T* x = static_cast<const T*>(a.x);
+  const int64_t workers = std::min(worker_count(), chunks);
+  std::vector<T> partial(static_cast<size_t>(workers * k_rows * c_cols), T(0));
+#pragma omp parallel num_threads(workers)
+  {
+    const int64_t me = omp_get_thread_num(), team = omp_get_num_threads();
+    std::vector<T> gz_pack(static_cast<size_t>(kChunk * k_rows), T(0)), x_pack(static_cast<size_t>(kChunk * c_cols), T(0));
+    T* mine = partial.data() + me * k_rows * c_cols;
+    for (int64_t chunk = chunks * me / team; chunk < chunks * (me + 1) / team; ++chunk) {
+      const int64_t pix0 = chunk * kChunk, px = std::min(kChunk, pixels - pix0);
+      for (int64_t p = 0; p < px; ++p) {
+        const int64_t pix = pix0 + p, n = pix / (s.P * s.Q), oh = (pix / s.Q) % s.P, ow = pix % s.Q;
+        std::copy_n(gz + pix * K, K, gz_pack.data() + p * k_rows);
+        T* row = x_pack.data() + p * c_cols;
+        for (int64_t r = 0; r < s.R; ++r)
+          for (int64_t q = 0; q < s.S; ++q) {
+            const int64_t ih = oh * s.stride_h - s.pad_top + r * s.dilation_h;
+            const int64_t iw = ow * s.stride_w - s.pad_left + q * s.dilation_w;
+            const bool inside = ih >= 0 && ih < s.H && iw >= 0 && iw < s.W;
+            const T* xs = x + ((n * s.H + ih) * s.W + iw) * s.C;
+            for (int64_t c = 0; c < s.C; ++c) row[c * RS + r * s.S + q] = inside ? xs[c] : T(0);
+          }
+      }
+      for (int64_t k0 = 0; k0 < k_rows; k0 += kWgradRows)
+        for (int64_t c0 = 0; c0 < c_cols; c0 += kWgradCols<T>)
+          wgrad_tile<T>(gz_pack.data() + k0, k_rows, x_pack.data() + c0, c_cols, px, mine + k0 * c_cols + c0, c_cols);
+    }
+  }
+  T* out = static_cast<T*>(a.grad_weight);
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t col = 0; col < cols; ++col) {
+      T total = 0;
+      for (int64_t w = 0; w < workers; ++w) total += partial[(w * k_rows + k) * c_cols + col];
+      out[k * cols + col] = total;
+    }
+}
+
 template <typename T>
 void weight_gradient(const ConvShape& s, const ConvBackwardArgs& a) {
   const int64_t G = s.groups, Kg = s.K / G, Cg = s.C / G, RS = s.R * s.S;
@@ -615,6 +698,7 @@ void backward(const ConvShape& s, const ConvBackwardArgs& a) {
   }
   if (a.grad_weight != nullptr) {
     if (is_depthwise(s)) depthwise_weight_gradient<T>(s, a);
+    else if (uses_patches(s)) patch_weight_gradient<T>(s, a);
     else weight_gradient<T>(s, a);
   }
 }
