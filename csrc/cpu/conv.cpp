@@ -148,10 +148,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv2d_backward(
     const at::Tensor act = activation != 0 ? channels_last(activation_input, acc) : at::Tensor();
     const at::Tensor x = channels_last(input, acc);
     const at::Tensor w = weight.to(acc).contiguous();
-    at::Tensor grad_z = at::empty({s.N, s.P, s.Q, s.K}, options);
+    at::Tensor grad_z = activation != 0 ? at::empty({s.N, s.P, s.Q, s.K}, options) : at::Tensor();
     ConvBackwardArgs a{};
     a.grad_output = go.data_ptr(), a.activation_input = activation != 0 ? act.data_ptr() : nullptr;
-    a.x = x.data_ptr(), a.weight = w.data_ptr(), a.activation = activation, a.grad_z = grad_z.data_ptr();
+    a.x = x.data_ptr(), a.weight = w.data_ptr(), a.activation = activation;
+    a.grad_z = activation != 0 ? grad_z.data_ptr() : nullptr;
     if (output_mask[0]) a.grad_input = strided(grad_input);
     a.grad_weight = output_mask[1] ? grad_weight.data_ptr() : nullptr;
     a.grad_bias = output_mask[2] ? grad_bias.data_ptr() : nullptr;

@@ -39,7 +39,7 @@ struct ConvBackwardArgs {
   const void* x;                 // (N, H, W, C) contiguous
   const void* weight;            // (K, C/G, R, S) contiguous
   int64_t activation;
-  void* grad_z;                  // (N, P, Q, K) contiguous scratch, filled by the kernel
+  void* grad_z;                  // (N, P, Q, K) contiguous scratch, filled by the kernel; null without an activation
   Strided grad_input;            // (N, C, H, W) or data == null
   void* grad_weight;             // (K, C/G, R, S) contiguous, or null
   void* grad_bias;               // (K) or null

@@ -442,14 +442,16 @@ void implicit_gemm(const ConvShape& s, const T* src, const std::vector<T>& panel
         }
       if (staged) {
         const int64_t pix0 = first * kTilePixels, pixels = std::min(count_tiles * kTilePixels, DH * DW - pix0);
-        T* out = static_cast<T*>(e.out.data);
-        for (int64_t k = 0; k < channels_total; ++k) {
-          int64_t row = pix0 / DW, col = pix0 % DW;
-          T* plane = out + n * e.out.sn + k * e.out.sc;
-          for (int64_t p = 0; p < pixels; ++p, ++col) {
-            if (col == DW) col = 0, ++row;
-            plane[row * e.out.sh + col * e.out.sw] = stage[p * stage_width + k];
+        T* out = static_cast<T*>(e.out.data) + n * e.out.sn;
+        // Row by row, then channel by channel: each channel's stretch of a row is written in one run.
+        for (int64_t p = 0; p < pixels;) {
+          const int64_t row = (pix0 + p) / DW, col = (pix0 + p) % DW, run = std::min(pixels - p, DW - col);
+          const T* from = stage.data() + p * stage_width;
+          for (int64_t k = 0; k < channels_total; ++k) {
+            T* to = out + k * e.out.sc + row * e.out.sh + col * e.out.sw;
+            for (int64_t j = 0; j < run; ++j) to[j * e.out.sw] = from[j * stage_width + k];
           }
+          p += run;
         }
       }
     }
@@ -469,32 +471,35 @@ void forward(const ConvShape& s, const ConvForwardArgs& a) {
   implicit_gemm<T, false>(s, static_cast<const T*>(a.x), panel, e);
 }
 
-// grad_z = grad_output * act'(activation_input) (NHWC), its sum per channel (the bias
-// gradient), and the pre-activation gradient in the caller's layout.
+// grad_z = grad_output * act'(activation_input) (NHWC; without an activation grad_z is
+// grad_output itself and nothing is written), its sum per channel (the bias gradient), and the
+// pre-activation gradient in the caller's layout.
 template <typename T>
-void preactivation_gradient(const ConvShape& s, const ConvBackwardArgs& a) {
-  const int64_t pixels = s.N * s.P * s.Q, K = s.K;
+void preactivation_gradient(const ConvShape& s, const ConvBackwardArgs& a, const T* gz) {
+  constexpr int64_t L = kLanes<T>;
+  const int64_t pixels = s.N * s.P * s.Q, K = s.K, full = K / L * L;
   const T* go = static_cast<const T*>(a.grad_output);
   const T* act = static_cast<const T*>(a.activation_input);
-  T* gz = static_cast<T*>(a.grad_z);
   const int64_t workers = worker_count();
-  std::vector<T> partial(static_cast<size_t>(workers * K), T(0));
+  std::vector<T> partial(static_cast<size_t>(workers * (K + L)), T(0));
 #pragma omp parallel num_threads(workers)
   {
     const int64_t me = omp_get_thread_num(), team = omp_get_num_threads();
-    const int64_t begin = pixels * me / team, end = pixels * (me + 1) / team;
-    T* sums = partial.data() + me * K;
-    for (int64_t pix = begin; pix < end; ++pix) {
-      const int64_t n = pix / (s.P * s.Q), pq = pix % (s.P * s.Q), p = pq / s.Q, q = pq % s.Q;
-      for (int64_t k = 0; k < K; ++k) {
-        const int64_t i = pix * K + k;
-        const T g = a.activation == 0 ? go[i] : go[i] * activation_slope(act[i], a.activation);
-        gz[i] = g;
-        sums[k] += g;
-        if (a.grad_preact.data != nullptr) {
-          const Strided& d = a.grad_preact;
-          static_cast<T*>(d.data)[n * d.sn + k * d.sc + p * d.sh + q * d.sw] = g;
-        }
+    T* sums = partial.data() + me * (K + L);
+    for (int64_t pix = pixels * me / team; pix < pixels * (me + 1) / team; ++pix) {
+      const T* row = gz + pix * K;
+      if (a.activation != 0) {
+        T* out = const_cast<T*>(row);  // gz is the kernel's own scratch when there is an activation
+        for (int64_t k = 0; k < K; ++k) out[k] = go[pix * K + k] * activation_slope(act[pix * K + k], a.activation);
+      }
+      int64_t k = 0;
+      for (; k < full; k += L) vstore(sums + k, vload(sums + k) + vload(row + k));
+      for (; k < K; ++k) sums[k] += row[k];
+      if (a.grad_preact.data != nullptr) {
+        const Strided& d = a.grad_preact;
+        const int64_t n = pix / (s.P * s.Q), p = (pix / s.Q) % s.P, q = pix % s.Q;
+        T* base = static_cast<T*>(d.data) + n * d.sn + p * d.sh + q * d.sw;
+        for (int64_t c = 0; c < K; ++c) base[c * d.sc] = row[c];
       }
     }
   }
@@ -502,7 +507,7 @@ void preactivation_gradient(const ConvShape& s, const ConvBackwardArgs& a) {
     T* gb = static_cast<T*>(a.grad_bias);
     for (int64_t k = 0; k < K; ++k) {
       T total = 0;
-      for (int64_t w = 0; w < workers; ++w) total += partial[w * K + k];
+      for (int64_t w = 0; w < workers; ++w) total += partial[w * (K + L) + k];
       gb[k] = total;
     }
   }
@@ -687,8 +692,10 @@ void weight_gradient(const ConvShape& s, const ConvBackwardArgs& a) {
 }
 
 template <typename T>
-void backward(const ConvShape& s, const ConvBackwardArgs& a) {
-  preactivation_gradient<T>(s, a);
+void backward(const ConvShape& s, const ConvBackwardArgs& args) {
+  ConvBackwardArgs a = args;
+  if (a.activation == 0) a.grad_z = const_cast<void*>(a.grad_output);  // read-only from here on
+  preactivation_gradient<T>(s, a, static_cast<const T*>(a.grad_z));
   if (a.grad_input.data != nullptr) {
     const T* w = static_cast<const T*>(a.weight);
     const std::vector<T> panel = is_depthwise(s) ? pack_depthwise_panel(w, s) : pack_panels(w, s, true);
