@@ -106,7 +106,7 @@ def _register(ns: str) -> None:
 
 
 for _name in ("conv2d", "conv2d_backward"):
-    _library.define_triton_twin(_name, _library.lazy_triton_kernel("conv", _name))
+    _library.define_triton_twin(_name, _library.lazy_triton_kernel("conv2d", _name))
 for _ns in (_library.NATIVE_NAMESPACE, _library.TRITON_NAMESPACE):
     _register(_ns)
 
