@@ -58,10 +58,18 @@ class SwapReport:
 
     @property
     def not_swapped(self) -> list[SwapEntry]:
-        return [e for e in self.entries if e.action != "swapped"]
+        return [e for e in self.entries if e.action not in ("swapped", "fused")]
+
+    @property
+    def fused(self) -> list[SwapEntry]:
+        """Modules whose work now runs inside the kernel of the conv before them."""
+        return [e for e in self.entries if e.action == "fused"]
 
     def __str__(self) -> str:
-        lines = [f"bigkern.swap: {len(self.swapped)} swapped, {len(self.not_swapped)} not swapped (device {self.device})"]
+        lines = [
+            f"bigkern.swap: {len(self.swapped)} swapped, {len(self.fused)} fused into a conv, "
+            f"{len(self.not_swapped)} not swapped (device {self.device})"
+        ]  # fmt: skip
         width = max([len(e.name or "<model>") for e in self.entries] + [6])
         class_width = max([len(e.module_class) for e in self.entries] + [20])
         for e in self.entries:
@@ -115,6 +123,9 @@ def swap(model: torch.nn.Module, include: Iterable | None = None, exclude: Itera
     swapped_back = _torch_class_of()
     for name, module in model.named_modules():
         cls = type(module)
+        if hasattr(cls, "_bigkern_original_class"):
+            entries.append(SwapEntry(name, cls.__name__, "kept", "already fused by bigkern.swap"))
+            continue
         if cls in swapped_back:
             entries.append(SwapEntry(name, cls.__name__, "kept", "already a bigkern module"))
             continue
@@ -131,14 +142,51 @@ def swap(model: torch.nn.Module, include: Iterable | None = None, exclude: Itera
         reasons = ([] if op is None else [f"bigkern.ops.{op} -> {_serving_backend(op, device)}"]) + ([note] if note else [])
         reason = "; ".join(reasons)
         entries.append(SwapEntry(name, cls.__name__, "swapped", reason))
+    _fuse_convolutions(model, entries, exclude)
     return SwapReport(entries, device)
+
+
+def _fuse_convolutions(model: torch.nn.Module, entries: list[SwapEntry], exclude: list) -> None:
+    """Fuse each swapped Conv2d with the BatchNorm2d / activation after it (bigkern/fusion.py)."""
+    from bigkern import fusion
+    from bigkern.nn.conv import Conv2d, FusedConv2d
+
+    modules = dict(model.named_modules())
+    chains, found_by = fusion.find_chains(model, lambda m: type(m) is Conv2d)
+    by_name = {e.name: i for i, e in enumerate(entries)}
+    for chain in chains:
+        if chain.batch_norm and _matches(chain.batch_norm, modules[chain.batch_norm], exclude):
+            chain.batch_norm = chain.activation = None  # the activation is then not next to the conv
+        if chain.activation and _matches(chain.activation, modules[chain.activation], exclude):
+            chain.activation = None
+        parts = [n for n in (chain.batch_norm, chain.activation) if n is not None]
+        if not parts:
+            continue
+        fusion.apply(model, chain, FusedConv2d)
+        described = []
+        if chain.batch_norm:
+            described.append(f"{chain.batch_norm} (BatchNorm2d: folded into the weights in eval mode, run after the conv in training)")
+        if chain.activation:
+            described.append(f"{chain.activation} ({modules[chain.activation]._bigkern_original_class.__name__}: in the epilogue)")
+        conv_entry = entries[by_name[chain.conv]]
+        entries[by_name[chain.conv]] = SwapEntry(
+            conv_entry.name, conv_entry.module_class, "swapped",
+            f"{conv_entry.reason}; fused with {' and '.join(described)} into one kernel (found in the {found_by})",
+        )  # fmt: skip
+        for part in parts:
+            entries.append(SwapEntry(part, modules[part]._bigkern_original_class.__name__, "fused", f"into {chain.conv}'s kernel"))
 
 
 def unswap(model: torch.nn.Module) -> int:
     """Turn every bigkern drop-in module of ``model`` back into its torch.nn class; returns how many."""
+    from bigkern import fusion
+
     back = _torch_class_of()
     count = 0
     for module in model.modules():
+        if fusion.restore(module):
+            count += 1
+            continue
         original = back.get(type(module))
         if original is not None:
             module.__class__ = original

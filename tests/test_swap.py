@@ -37,7 +37,8 @@ def test_swap_replaces_supported_modules_and_keeps_everything_else():
 
     report = bigkern.swap(model)
 
-    assert [e.name for e in report.swapped] == ["2", "3.0", "4", "5"]
+    assert [e.name for e in report.swapped] == ["0", "2", "3.0", "4", "5"]
+    assert [e.name for e in report.fused] == ["1"]  # the conv's batch norm, folded in eval mode
     assert type(model[2]) is bigkern.nn.MaxPool2d and model[2] is pool  # same object, hooks kept
     assert type(model[3][1]) is UserMaxPool
     kept = {e.name: e.reason for e in report.not_swapped}
@@ -47,9 +48,9 @@ def test_swap_replaces_supported_modules_and_keeps_everything_else():
     torch.testing.assert_close(model(x), expected)
     assert len(calls) == 1
     text = str(report)
-    assert "4 swapped" in text and "bigkern cpu kernels" in text
+    assert "5 swapped, 1 fused into a conv" in text and "bigkern cpu kernels" in text
 
-    assert bigkern.unswap(model) == 4
+    assert bigkern.unswap(model) == 6  # the five swapped modules and the batch norm
     assert type(model[2]) is torch.nn.MaxPool2d and type(model[5]) is torch.nn.AdaptiveAvgPool2d
     torch.testing.assert_close(model(x), expected)
 

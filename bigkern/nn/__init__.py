@@ -1,6 +1,7 @@
 """Drop-in torch.nn modules backed by bigkern's kernels."""
 
 from bigkern.nn.attention import MultiheadAttention
+from bigkern.nn.conv import Conv2d
 from bigkern.nn.pool import AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, MaxPool2d
 from bigkern.nn.rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 from bigkern.nn.transformer import (
@@ -12,7 +13,7 @@ from bigkern.nn.transformer import (
 )
 
 __all__ = [
-    "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d",
+    "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d",
     "MultiheadAttention", "TransformerEncoderLayer", "TransformerDecoderLayer",
     "TransformerEncoder", "TransformerDecoder", "Transformer",
     "LSTM", "LSTMCell", "GRU", "GRUCell", "RNN", "RNNCell",
