@@ -2,11 +2,11 @@
 
 A chain is a Conv2d whose output feeds only a BatchNorm2d (eval mode: folded into the conv's
 weights) and/or an activation module (ReLU, SiLU, GELU in its exact erf form), each feeding
-only the next. Chains are read from the model's torch.fx graph when ``torch.fx.symbolic_trace``
-can trace it (so they are found in any module structure, e.g. a ResNet block's conv1 -> bn1);
-otherwise from consecutive children of every nn.Sequential. A module is fused away only when it
-is called once in the whole graph (a ReLU module shared by two calls keeps running), it has no
-hooks, and (for a batch norm) its channel count is the conv's.
+only the next. Chains are read from the model's torch.fx graph when it traces (so they are found
+in any module structure, e.g. a ResNet block's conv1 -> bn1), else from its traceable submodules'
+graphs and nn.Sequential order (``find_chains``). A module is fused away only when it is called
+once in the graph (a ReLU module shared by two calls keeps running), has no hooks, is registered
+in one place, and (for a batch norm) has the conv's channel count (``refusals`` says why not).
 
 Fusing keeps every module object: the conv's class becomes bigkern.nn.conv.FusedConv2d, which
 holds the others unregistered (the state_dict does not change), and theirs becomes an identity
@@ -65,29 +65,32 @@ def activation_name(module: torch.nn.Module) -> str | None:
 
 
 def _hooked(module: torch.nn.Module) -> bool:
-    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks)
+    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks or module._backward_pre_hooks)
 
 
 def _fusable_bn(conv: torch.nn.Module, bn: torch.nn.Module) -> bool:
-    return type(bn) is torch.nn.BatchNorm2d and bn.num_features == conv.out_channels and not _hooked(bn)
+    return type(bn) is torch.nn.BatchNorm2d and bn.num_features == conv.out_channels
 
 
 def _fusable_activation(module: torch.nn.Module) -> bool:
-    return activation_name(module) is not None and not _hooked(module)
+    return activation_name(module) is not None
 
 
 class _LeafTracer(torch.fx.Tracer):
-    """fx's tracer, with bigkern's drop-in modules as leaves too (fx treats only torch.nn's own
-    classes as leaves; tracing into a bigkern module would run its argument checks on proxies)."""
+    """fx's tracer, with bigkern's drop-in and fused modules as leaves too (fx treats only
+    torch.nn's own classes as leaves; tracing into a bigkern module would run its argument checks
+    on proxies). Other bigkern code, such as bigkern.models, is traced through like user code."""
 
     def is_leaf_module(self, m: torch.nn.Module, qualname: str) -> bool:
-        return type(m).__module__.startswith("bigkern.") or super().is_leaf_module(m, qualname)
+        where = type(m).__module__
+        return where.startswith("bigkern.nn.") or where == __name__ or super().is_leaf_module(m, qualname)
 
 
 def _chains_from_graph(model: torch.nn.Module, is_conv) -> list[Chain] | None:
+    """Chains in ``model``'s fx graph, or None when it does not trace."""
     try:
         graph = _LeafTracer().trace(model)
-    except Exception:  # any model fx cannot trace (data-dependent control flow, ...): Sequentials only
+    except Exception:  # data-dependent control flow, checks on input shapes, ...
         return None
     modules = dict(model.named_modules())
     calls: dict[str, int] = {}
@@ -113,37 +116,95 @@ def _chains_from_graph(model: torch.nn.Module, is_conv) -> list[Chain] | None:
     return chains
 
 
-def _chains_from_sequentials(model: torch.nn.Module, is_conv) -> list[Chain]:
-    chains = []
-    for prefix, module in model.named_modules():
-        if type(module) is not torch.nn.Sequential:
+def _sequential_chains(sequential: torch.nn.Sequential, is_conv) -> list[Chain]:
+    """Chains among the direct children of one nn.Sequential, in their order."""
+    children = list(sequential._modules.items())
+    chains, i = [], 0
+    while i < len(children):
+        name, conv = children[i]
+        i += 1
+        if not is_conv(conv):
             continue
-        names = list(module._modules)
-        i = 0
-        while i < len(names):
-            conv = module._modules[names[i]]
-            if not is_conv(conv):
-                i += 1
-                continue
-            qualified = [f"{prefix}.{n}" if prefix else n for n in names]
-            bn = act = None
-            j = i + 1
-            if j < len(names) and _fusable_bn(conv, module._modules[names[j]]):
-                bn, j = qualified[j], j + 1
-            if j < len(names) and _fusable_activation(module._modules[names[j]]):
-                act, j = qualified[j], j + 1
-            if bn or act:
-                chains.append(Chain(qualified[i], bn, act))
-            i = j
+        bn = act = None
+        if i < len(children) and _fusable_bn(conv, children[i][1]):
+            bn, i = children[i][0], i + 1
+        if i < len(children) and _fusable_activation(children[i][1]):
+            act, i = children[i][0], i + 1
+        if bn or act:
+            chains.append(Chain(name, bn, act))
     return chains
 
 
-def find_chains(model: torch.nn.Module, is_conv) -> tuple[list[Chain], str]:
-    """The fusable chains of ``model`` whose conv satisfies ``is_conv``, and how they were found."""
+def find_chains(model: torch.nn.Module, is_conv) -> list[tuple[Chain, str]]:
+    """(chain, where it was found) for every chain of ``model`` whose conv satisfies ``is_conv``.
+
+    The whole model's torch.fx graph when it traces. When it does not (data-dependent control
+    flow, shape checks on the input, as in most Hugging Face models): the graphs of its largest
+    submodules that do trace (e.g. each ResNet block or conv-norm-act layer), and the order of
+    consecutive children in each nn.Sequential (or subclass keeping its forward) in the parts that
+    do not trace either. Outside a traced graph, fusing assumes what the module structure says:
+    that the parent calls a traced submodule or a Sequential as a whole and does not call its
+    convs, batch norms or activations on their own elsewhere.
+    """
     chains = _chains_from_graph(model, is_conv)
     if chains is not None:
-        return chains, "torch.fx graph"
-    return _chains_from_sequentials(model, is_conv), "nn.Sequential order (the model is not fx-traceable)"
+        return [(chain, "torch.fx graph") for chain in chains]
+    found = []
+
+    def prefixed(chain: Chain, prefix: str) -> Chain:
+        return Chain(*(prefix + name if name else None for name in (chain.conv, chain.batch_norm, chain.activation)))
+
+    def visit(module: torch.nn.Module, prefix: str) -> None:  # ``module`` does not trace
+        if isinstance(module, torch.nn.Sequential) and type(module).forward is torch.nn.Sequential.forward:
+            where = "nn.Sequential order (not fx-traceable)"
+            found.extend((prefixed(chain, prefix), where) for chain in _sequential_chains(module, is_conv))
+        for name, child in module.named_children():
+            if is_conv(child) or not any(is_conv(m) for m in child.modules()):
+                continue
+            chains = _chains_from_graph(child, is_conv)
+            if chains is None:
+                visit(child, f"{prefix}{name}.")
+                continue
+            where = f"torch.fx graph of {prefix}{name} (the model as a whole is not fx-traceable)"
+            found.extend((prefixed(chain, f"{prefix}{name}."), where) for chain in chains)
+
+    visit(model, "")
+    return found
+
+
+def refusals(model: torch.nn.Module, chain: Chain, excluded) -> dict[str, str]:
+    """Why each part of ``chain`` that must stay a module of its own cannot be fused: {name: why}.
+
+    excluded(name, module) -> bool: the user's include/exclude choice.
+    Fusing changes what the conv module outputs, so hooks on the conv would see the fused output;
+    a part fused away becomes an identity wherever it is used, so it must have no hooks and be
+    registered in one place only (a module object shared by two parents may be called twice).
+    """
+    modules = dict(model.named_modules())
+    registrations: dict[int, int] = {}
+    for _, m in model.named_modules(remove_duplicate=False):
+        registrations[id(m)] = registrations.get(id(m), 0) + 1
+    conv = modules[chain.conv]
+    if conv._forward_hooks or conv._backward_hooks or conv._backward_pre_hooks:
+        conv_refused = "the conv has forward or backward hooks, which would see the fused output"
+    elif registrations[id(conv)] > 1:
+        conv_refused = "the conv is registered more than once in the model (shared)"
+    else:
+        conv_refused = None
+    refused = {}
+    for part in (chain.batch_norm, chain.activation):
+        if part is None:
+            continue
+        module = modules[part]
+        if conv_refused:
+            refused[part] = conv_refused
+        elif excluded(part, module):
+            refused[part] = "excluded by include/exclude"
+        elif _hooked(module):
+            refused[part] = "it has hooks"
+        elif registrations[id(module)] > 1:
+            refused[part] = "it is registered more than once in the model (shared)"
+    return refused
 
 
 def apply(model: torch.nn.Module, chain: Chain, fused_conv_class: type) -> None:

@@ -6,6 +6,11 @@ reference other code holds to it are kept, and ``unswap`` is exact. Only modules
 exactly a registered torch.nn class are swapped: a user subclass may override forward, so it
 is left alone and the report says so.
 
+A swapped Conv2d is also fused with the BatchNorm2d and/or ReLU/GELU/SiLU module after it (found
+in the model's torch.fx graph, its traceable submodules' graphs, or nn.Sequential order) when that
+is safe: the conv's class becomes bigkern.nn.conv.FusedConv2d and theirs an identity subclass
+(bigkern/fusion.py), so parameters, buffers and state_dict keys stay where they were.
+
 Op families register their modules with ``register_swappable``; the report says, per module,
 what was swapped or kept and why, and which backend its calls will reach on the model's device.
 """
@@ -152,13 +157,19 @@ def _fuse_convolutions(model: torch.nn.Module, entries: list[SwapEntry], exclude
     from bigkern.nn.conv import Conv2d, FusedConv2d
 
     modules = dict(model.named_modules())
-    chains, found_by = fusion.find_chains(model, lambda m: type(m) is Conv2d)
     by_name = {e.name: i for i, e in enumerate(entries)}
-    for chain in chains:
-        if chain.batch_norm and _matches(chain.batch_norm, modules[chain.batch_norm], exclude):
+    for chain, found_by in fusion.find_chains(model, lambda m: type(m) is Conv2d):
+        refused = fusion.refusals(model, chain, lambda name, module: _matches(name, module, exclude))
+        if chain.batch_norm in refused:
             chain.batch_norm = chain.activation = None  # the activation is then not next to the conv
-        if chain.activation and _matches(chain.activation, modules[chain.activation], exclude):
+        if chain.activation in refused:
             chain.activation = None
+        if refused:
+            conv_entry = entries[by_name[chain.conv]]
+            notes = "; ".join(f"not fused with {part}: {why}" for part, why in refused.items())
+            entries[by_name[chain.conv]] = SwapEntry(
+                conv_entry.name, conv_entry.module_class, conv_entry.action, f"{conv_entry.reason}; {notes}"
+            )  # fmt: skip
         parts = [n for n in (chain.batch_norm, chain.activation) if n is not None]
         if not parts:
             continue
@@ -170,7 +181,7 @@ def _fuse_convolutions(model: torch.nn.Module, entries: list[SwapEntry], exclude
             described.append(f"{chain.activation} ({modules[chain.activation]._bigkern_original_class.__name__}: in the epilogue)")
         conv_entry = entries[by_name[chain.conv]]
         entries[by_name[chain.conv]] = SwapEntry(
-            conv_entry.name, conv_entry.module_class, "swapped",
+            conv_entry.name, conv_entry.module_class, conv_entry.action,
             f"{conv_entry.reason}; fused with {' and '.join(described)} into one kernel (found in the {found_by})",
         )  # fmt: skip
         for part in parts:
