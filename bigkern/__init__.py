@@ -14,10 +14,11 @@ import torch  # noqa: F401  (the extension links against torch: load it first)
 from bigkern import _library  # noqa: E402,F401  (loads bigkern._C: the C++ ops)
 from bigkern import ops  # noqa: E402  (registers fake kernels, autograd, Triton twins)
 from bigkern import nn  # noqa: E402  (registers the drop-in modules with swap)
+from bigkern import models  # noqa: E402
 from bigkern.backend import BackendUnavailableError, current_backend, use_backend  # noqa: E402
 from bigkern.swap import SwapReport, swap, unswap  # noqa: E402
 
 __all__ = [
-    "__version__", "ops", "nn", "swap", "unswap", "SwapReport",
+    "__version__", "ops", "nn", "models", "swap", "unswap", "SwapReport",
     "use_backend", "current_backend", "BackendUnavailableError",
 ]  # fmt: skip
