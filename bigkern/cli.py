@@ -7,6 +7,11 @@
                   [--filter TEXT] [--direction D] [--layout L] [--provider NAME,...]
                   [--out FILE] [--no-save]
         run benchmark suites, print the table, save JSON + CSV under benchmarks/results/
+    bigkern train TASK [--epochs N] [--batch-size N] [--lr LR] [--optimizer sgd|adam] [--device D]
+                  [--backend auto|cpu|cuda|triton|torch] [--amp bf16|fp16] [--compile] [--seed N]
+                  [--save FILE] [--load FILE] [--data PATH] [--seq-len N] [--max-chars N]
+        train a bundled model on offline data (digits, Shakespeare, a synthetic task) and report
+        per-epoch metrics and throughput
 """
 
 from __future__ import annotations
@@ -251,6 +256,33 @@ def build_parser() -> argparse.ArgumentParser:
                        help="results JSON file, or a directory for the default-named file (the CSV goes next to it)")
     bench.add_argument("--no-save", action="store_true", help="print the table only")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    from bigkern.training import DEFAULTS
+
+    train = sub.add_parser(
+        "train", help="train a bundled model on offline data",
+        description="Train a bigkern.models model on data that ships offline: cnn and lenet on scikit-learn's digits "
+                    "(28x28), lstm/gru/rnn and transformer-lm as character models of Shakespeare's plays (or "
+                    "--data), seq2seq on sequence reversal, autoencoder on the digits. Prints per-epoch metrics "
+                    "and a summary with samples/s; --backend torch trains the same network in plain torch.nn.",
+    )  # fmt: skip
+    train.add_argument("task", choices=list(DEFAULTS))
+    train.add_argument("--epochs", type=int, help="default: per task (bigkern/training/tasks.py)")
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--lr", type=float)
+    train.add_argument("--optimizer", choices=["sgd", "adam"])
+    train.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    train.add_argument("--backend", default="auto", choices=["auto", "cpu", "cuda", "triton", "torch"],
+                       help="bigkern backend, or torch: the same model in plain torch.nn layers")  # fmt: skip
+    train.add_argument("--amp", choices=sorted(["bf16", "fp16"]), help="torch.autocast dtype")
+    train.add_argument("--compile", action="store_true", help="torch.compile the model")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--save", metavar="FILE", help="write a checkpoint (model, optimizer, epoch) at the end")
+    train.add_argument("--load", metavar="FILE", help="resume from a checkpoint; with --epochs 0 only evaluate")
+    train.add_argument("--data", metavar="PATH", help="a text file for the character models (default: Shakespeare)")
+    train.add_argument("--seq-len", type=int, default=128, help="characters per training sequence")
+    train.add_argument("--max-chars", type=int, default=1_000_000, help="use the first N characters of the text (0: all)")
+    train.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     return parser
 
 
@@ -262,6 +294,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "info":
             return cmd_info(args)
+        if args.command == "train":
+            from bigkern.training import run
+
+            run(args)
+            return 0
         return cmd_bench(args, args.subparser)
     except BrokenPipeError:  # e.g. `bigkern info | head`
         devnull = os.open(os.devnull, os.O_WRONLY)

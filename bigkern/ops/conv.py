@@ -127,7 +127,7 @@ def _check_operand(name: str, t, x: torch.Tensor | None, rank: int | tuple) -> N
         raise ValueError(f"bigkern.ops.{OP}: {name} must be {expected}, got {t.dim()}-D of shape {tuple(t.shape)}")
     if not t.is_floating_point():
         raise TypeError(f"bigkern.ops.{OP}: {name} has dtype {t.dtype}; expected float32, float16, bfloat16 or float64")
-    if x is not None and t.dtype != x.dtype:
+    if x is not None and t.dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):  # autocast casts them all
         raise TypeError(f"bigkern.ops.{OP}: {name} has dtype {t.dtype} but the input is {x.dtype}; they must match")
     if x is not None and t.device != x.device:
         raise ValueError(f"bigkern.ops.{OP}: {name} is on {t.device} but the input is on {x.device}; they must match")

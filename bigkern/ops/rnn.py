@@ -155,7 +155,7 @@ def _check_float(op: str, name: str, t, device=None, dtype=None) -> None:
         raise TypeError(f"bigkern.ops.{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
     if not t.is_floating_point():
         raise TypeError(f"bigkern.ops.{op}: {name} has dtype {t.dtype}; expected float32, float16, bfloat16 or float64")
-    if dtype is not None and t.dtype != dtype:
+    if dtype is not None and t.dtype != dtype and not torch.is_autocast_enabled(t.device.type):  # autocast casts them all
         raise TypeError(f"bigkern.ops.{op}: {name} has dtype {t.dtype} but the input is {dtype}; they must match")
     if device is not None and t.device != device:
         raise ValueError(f"bigkern.ops.{op}: {name} is on {t.device} but the input is on {device}; they must match")

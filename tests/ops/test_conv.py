@@ -213,9 +213,12 @@ def test_empty_batch_gives_empty_output():
     assert torch.equal(w.grad, torch.zeros_like(w))
 
 
-def test_autocast_bfloat16_on_cpu():
+@pytest.mark.parametrize("input_dtype", [torch.float32, torch.bfloat16], ids=["float32-input", "bfloat16-input"])
+def test_autocast_bfloat16_on_cpu(input_dtype):
+    """Under autocast the operands may differ in dtype (a bfloat16 activation from the previous
+    layer, float32 weights): all run in the autocast dtype, as torch's conv does."""
     gen = torch.Generator().manual_seed(4)
-    x = torch.randn(2, 8, 9, 9, generator=gen)
+    x = torch.randn(2, 8, 9, 9, generator=gen).to(input_dtype)
     w = torch.randn(8, 8, 3, 3, generator=gen)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         ours = bigkern.ops.conv2d(x, w, padding=1, activation="relu")

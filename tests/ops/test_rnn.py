@@ -464,15 +464,17 @@ def test_dropout_between_layers_only_in_training():
     assert not torch.allclose(a, theirs(x)[0])
 
 
-def test_autocast_runs_in_the_autocast_dtype():
+@pytest.mark.parametrize("input_dtype", [torch.float32, torch.bfloat16], ids=["float32-input", "bfloat16-input"])
+def test_autocast_runs_in_the_autocast_dtype(input_dtype):
+    """A bfloat16 input (the previous layer's autocast output) with float32 weights is fine too."""
     lstm = bigkern.nn.LSTM(8, 16)
-    x = torch.randn(5, 3, 8)
+    x = torch.randn(5, 3, 8).to(input_dtype)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out, (h, c) = lstm(x)
     assert out.dtype == h.dtype == c.dtype == torch.bfloat16
     expected = torch.nn.LSTM(8, 16)
     expected.load_state_dict(lstm.state_dict())
-    torch.testing.assert_close(out.float(), expected(x)[0], rtol=0.05, atol=0.05)
+    torch.testing.assert_close(out.float(), expected(x.float())[0], rtol=0.05, atol=0.05)
 
 
 # ---------------------------------------------------------------------------------------------
