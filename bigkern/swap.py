@@ -11,6 +11,10 @@ in the model's torch.fx graph, its traceable submodules' graphs, or nn.Sequentia
 is safe: the conv's class becomes bigkern.nn.conv.FusedConv2d and theirs an identity subclass
 (bigkern/fusion.py), so parameters, buffers and state_dict keys stay where they were.
 
+Hugging Face transformers models compute attention in functions rather than modules; ``swap``
+switches each one's attention implementation to bigkern's (bigkern/integrations/transformers.py)
+and ``unswap`` switches it back.
+
 Op families register their modules with ``register_swappable``; the report says, per module,
 what was swapped or kept and why, and which backend its calls will reach on the model's device.
 """
@@ -77,6 +81,8 @@ class SwapReport:
         ]  # fmt: skip
         width = max([len(e.name or "<model>") for e in self.entries] + [6])
         class_width = max([len(e.module_class) for e in self.entries] + [20])
+        if not self.entries:
+            lines.append("  nothing in this model is a torch.nn module (or transformers model) bigkern replaces")
         for e in self.entries:
             lines.append(f"  {e.name or '<model>':<{width}}  {e.module_class:<{class_width}} {e.action:<8} {e.reason}")
         return "\n".join(lines)
@@ -148,7 +154,38 @@ def swap(model: torch.nn.Module, include: Iterable | None = None, exclude: Itera
         reason = "; ".join(reasons)
         entries.append(SwapEntry(name, cls.__name__, "swapped", reason))
     _fuse_convolutions(model, entries, exclude)
+    _swap_transformers_attention(model, entries, include, exclude, device)
     return SwapReport(entries, device)
+
+
+def _transformers_models(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """The outermost Hugging Face ``PreTrainedModel`` instances in ``model`` (found without
+    importing transformers: a model from it is an instance of a class defined in it)."""
+    found = []
+    for name, module in model.named_modules():
+        is_hf = type(module).__module__.startswith("transformers.") and hasattr(module, "set_attn_implementation")
+        if is_hf and not any(name.startswith(f"{outer}.") or outer == "" for outer, _ in found):
+            found.append((name, module))
+    return found
+
+
+def _swap_transformers_attention(model, entries: list[SwapEntry], include, exclude, device) -> None:
+    """Hugging Face models compute attention in functions, not modules: switch their attention
+    implementation to bigkern's (bigkern/integrations/transformers.py) and report it."""
+    for name, hf_model in _transformers_models(model):
+        cls = type(hf_model).__name__
+        if (include is not None and not _matches(name, hf_model, include)) or _matches(name, hf_model, exclude):
+            entries.append(SwapEntry(name, cls, "excluded", "attention implementation kept: by include/exclude"))
+            continue
+        from bigkern.integrations import transformers as hf
+
+        try:
+            previous = hf.use_bigkern_attention(hf_model)
+        except (ValueError, NotImplementedError, AttributeError) as err:
+            entries.append(SwapEntry(name, cls, "kept", f"its attention implementation cannot be changed: {err}"))
+            continue
+        entries.append(SwapEntry(name, cls, "swapped", f"attention implementation {previous!r} -> 'bigkern' "
+                                                       f"(bigkern.ops.attention -> {_serving_backend('attention', device)})"))  # fmt: skip
 
 
 def _fuse_convolutions(model: torch.nn.Module, entries: list[SwapEntry], exclude: list) -> None:
@@ -194,6 +231,10 @@ def unswap(model: torch.nn.Module) -> int:
 
     back = _torch_class_of()
     count = 0
+    for _, hf_model in _transformers_models(model):
+        from bigkern.integrations import transformers as hf
+
+        count += hf.restore_attention(hf_model)
     for module in model.modules():
         if fusion.restore(module):
             count += 1

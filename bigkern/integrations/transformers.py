@@ -84,3 +84,23 @@ def register(name: str = NAME) -> str:
         return name
     AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
     return name
+
+
+def use_bigkern_attention(model) -> str:
+    """Switch a transformers model to bigkern's attention (``bigkern.swap`` calls this for every
+    ``PreTrainedModel`` it finds); returns the implementation it had, which
+    ``restore_attention`` puts back. Raises what transformers raises for a model whose attention
+    cannot be chosen (an architecture without ``AttentionInterface`` support)."""
+    previous = model.config._attn_implementation
+    model.set_attn_implementation(register())
+    model._bigkern_previous_attention = previous
+    return previous
+
+
+def restore_attention(model) -> bool:
+    """Undo ``use_bigkern_attention``; True when there was something to undo."""
+    previous = model.__dict__.pop("_bigkern_previous_attention", None)
+    if previous is None:
+        return False
+    model.set_attn_implementation(previous)
+    return True
