@@ -1,6 +1,7 @@
 """``bigkern train``: short runs of every task, checkpoints, the torch twin, autocast, bad options."""
 
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,22 @@ def test_bad_options_are_named(text_file):
         train("lstm", "--data", str(text_file), "--max-chars", "3000", "--seq-len", "5000", "--epochs", "0")
     with pytest.raises(ValueError, match="at least 1000"):
         data.CharCorpus.from_text("too short")
+
+
+def test_torchrun_two_ranks_train_one_model(tmp_path):
+    """`torchrun --nproc-per-node 2 -m bigkern train ...`: DDP over gloo, one report, one checkpoint."""
+    import subprocess
+    import sys
+
+    checkpoint = tmp_path / "lenet.pt"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "bigkern",
+               "train", "lenet", "--epochs", "2", "--no-progress", "--save", str(checkpoint)]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert sum(line.startswith("summary: lenet") for line in lines) == 1, done.stdout
+    assert "x 2 ranks" in lines[0]
+    accuracy = float(lines[-1].split("test accuracy ")[1].split("%")[0])
+    assert accuracy > 50, done.stdout
+    state = torch.load(checkpoint, weights_only=True)
+    assert state["epoch"] == 2 and state["task"] == "lenet"

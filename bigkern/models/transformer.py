@@ -40,6 +40,13 @@ class _TokenEmbedding(nn.Module):
     def __init__(self, vocab_size: int, d_model: int, max_len: int, dropout: float, padding_idx: int | None) -> None:
         super().__init__()
         self.tokens = nn.Embedding(vocab_size, d_model, padding_idx=padding_idx)
+        # std d_model^-1/2, so the sqrt(d_model) scaling gives unit-variance tokens: with torch's
+        # default N(0, 1) they would be sqrt(d_model) times larger than the position encodings,
+        # which then barely register (a character LM stalled at bigram level that way)
+        nn.init.normal_(self.tokens.weight, std=d_model**-0.5)
+        if padding_idx is not None:
+            with torch.no_grad():
+                self.tokens.weight[padding_idx].zero_()
         self.positions = PositionalEncoding(d_model, max_len, dropout)
         self.scale = math.sqrt(d_model)
 

@@ -1,6 +1,10 @@
 """The training loop behind ``bigkern train``: backend choice, autocast, torch.compile, progress,
 per-epoch evaluation, checkpoints and the throughput summary.
 
+Under ``torchrun`` (WORLD_SIZE > 1 in the environment) the model is wrapped in
+DistributedDataParallel (gloo on the CPU, NCCL on GPUs, one GPU per local rank): each step's
+global batch is ``--batch-size`` x the world size, split across the ranks; rank 0 prints and saves.
+
 ``--backend torch`` trains the model's torch.nn twin (``bigkern.models.to_torch``: the same
 network in plain torch.nn layers), so its samples/s compare directly with a bigkern backend's.
 """
@@ -9,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -70,6 +75,17 @@ def _warmup_cosine(step: int, total: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
 
 
+def _join_process_group(device: torch.device) -> tuple[int, int, bool]:
+    """(rank, world size, whether this call started the process group), from torchrun's environment."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, False
+    started = not torch.distributed.is_initialized()
+    if started:
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return torch.distributed.get_rank(), world, started
+
+
 def run(options, out=print) -> TrainResult:
     """Train ``options.task`` as ``bigkern train`` does (see bigkern/cli.py for the options)."""
     name = options.task
@@ -81,6 +97,12 @@ def run(options, out=print) -> TrainResult:
     device = torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("bigkern train: --device cuda but CUDA is not available in this process")
+    rank, world, started_group = _join_process_group(device)
+    if world > 1 and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if rank != 0:
+        out = lambda *_: None  # noqa: E731  (only rank 0 reports)
     torch.manual_seed(options.seed)
     generator = torch.Generator().manual_seed(options.seed)
 
@@ -101,7 +123,7 @@ def run(options, out=print) -> TrainResult:
         optimizer.load_state_dict(checkpoint["optimizer"])
         start_epoch = checkpoint["epoch"]
 
-    total_steps = epochs * sum(1 for _ in task.train_batches(batch_size, None))
+    total_steps = epochs * sum(1 for _ in task.train_batches(batch_size * world, None))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _warmup_cosine(step, total_steps))
     backend_context = contextlib.nullcontext() if options.backend == "torch" else bigkern.use_backend(options.backend)
     amp_dtype = AMP_DTYPES.get(options.amp) if options.amp else None
@@ -111,19 +133,22 @@ def run(options, out=print) -> TrainResult:
         return torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
 
     step_model = model
+    if world > 1:
+        step_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if options.compile:
         torch._dynamo.config.allow_rnn = True  # dynamo refuses nn.LSTM/GRU/RNN subclasses otherwise
-        step_model = torch.compile(model)
+        step_model = torch.compile(step_model)
 
     parameters = sum(p.numel() for p in model.parameters())
     result = TrainResult(name, type(model).__name__, options.backend, str(device))
     out(f"bigkern train {name}: {type(model).__name__} ({parameters:,} parameters) on {device}, backend "
         f"{options.backend}{', amp ' + options.amp if options.amp else ''}{', compiled' if options.compile else ''}; "
-        f"{epochs} epochs of batch {batch_size}, {optimizer_name} lr {lr}")  # fmt: skip
+        f"{epochs} epochs of batch {batch_size}{f' x {world} ranks' if world > 1 else ''}, {optimizer_name} lr {lr}")  # fmt: skip
     with backend_context:
         for epoch in range(start_epoch, start_epoch + epochs):
             model.train()
-            batches = list(task.train_batches(batch_size, generator))
+            batches = [tuple(t[rank::world] for t in b) for b in task.train_batches(batch_size * world, generator)
+                       if len(b[0]) >= world]  # this rank's share of each global batch  # fmt: skip
             loss_sum = samples = 0
             started = time.perf_counter()
             bar = _progress(batches, len(batches), f"epoch {epoch + 1}", options.progress)
@@ -151,6 +176,10 @@ def run(options, out=print) -> TrainResult:
                     bar.set_postfix(loss=f"{loss.item():.4f}")
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
+            if world > 1:  # the epoch's loss and sample count over every rank
+                totals = torch.tensor([loss_sum, samples], dtype=torch.float64, device=device)
+                torch.distributed.all_reduce(totals)
+                loss_sum, samples = totals[0].item(), int(totals[1].item())
             seconds = time.perf_counter() - started
             result.train_seconds += seconds
             result.samples += samples
@@ -168,7 +197,9 @@ def run(options, out=print) -> TrainResult:
                 result.final = task.evaluate(model, batch_size * 4)
         else:
             result.final = {k: v for k, v in result.epochs[-1].items() if k.startswith("test_")}
-    if options.save:
+    if started_group:
+        torch.distributed.destroy_process_group()
+    if options.save and rank == 0:
         torch.save({"task": name, "model_class": type(model).__name__, "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(), "epoch": start_epoch + epochs, "task_state": task.state()},
                    options.save)  # fmt: skip
