@@ -169,6 +169,16 @@ def cmd_bench(args, parser: argparse.ArgumentParser) -> int:
     except ValueError as exc:
         parser.error(f"--dtype: {exc}")
     providers = _comma_list(args.provider) if args.provider else None
+    if args.fail_on_regression is not None and not args.compare:
+        parser.error("--fail-on-regression needs --compare FILE (the stored run to compare with)")
+    baseline = None
+    if args.compare:
+        from bigkern.bench import compare
+
+        try:
+            baseline = compare.load_rows(args.compare)
+        except ValueError as exc:
+            parser.error(str(exc))
     started = time.perf_counter()
     document = harness.run_benchmark(
         suites,
@@ -206,6 +216,27 @@ def cmd_bench(args, parser: argparse.ArgumentParser) -> int:
             path = Path(args.out) / path.name if Path(args.out).is_dir() else Path(args.out)
         json_path, csv_path = harness.save_results(document, path)
         print(f"saved {json_path} and {csv_path}")
+    if baseline is not None:
+        return _report_comparison(document["rows"], baseline, args)
+    return 0
+
+
+def _report_comparison(rows: list[dict], baseline: list[dict], args) -> int:
+    """Print the change against the stored run; 1 when a bigkern row regressed past the threshold."""
+    from bigkern.bench import compare
+
+    changes, unmatched = compare.compare(rows, baseline)
+    print()
+    print(f"compared with {args.compare} (change of the median; positive is slower):")
+    print(compare.format_changes(changes, unmatched, args.fail_on_regression))
+    if args.fail_on_regression is None:
+        return 0
+    regressed = compare.regressions(changes, args.fail_on_regression)
+    if regressed:
+        print(f"{len(regressed)} bigkern row{'s' * (len(regressed) != 1)} slower by more than "
+              f"{args.fail_on_regression:g}%: failing", file=sys.stderr)  # fmt: skip
+        return 1
+    print(f"no bigkern row is slower by more than {args.fail_on_regression:g}%")
     return 0
 
 
@@ -256,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="results JSON file, or a directory for the default-named file (the CSV goes next to it)")
     bench.add_argument("--no-save", action="store_true", help="print the table only")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
+    bench.add_argument("--compare", metavar="FILE", help="print each row's change against a stored results JSON file")
+    bench.add_argument("--fail-on-regression", metavar="PCT", type=float,
+                       help="with --compare: exit 1 when a bigkern row's median is more than PCT%% slower")  # fmt: skip
 
     from bigkern.training import DEFAULTS
 

@@ -100,8 +100,9 @@ def test_help_lists_only_implemented_commands(capsys):
         main(["--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    assert "info" in out and "bench" in out
-    for missing in ("tune", "profile", "train"):
+    for command in ("info", "bench", "train"):
+        assert command in out
+    for missing in ("tune", "profile"):
         assert missing not in out
 
 
@@ -117,3 +118,65 @@ def test_python_dash_m_bigkern():
                           cwd=ROOT, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["bigkern"] == bigkern.__version__
+
+
+def stored_run(tmp_path, scale: float) -> Path:
+    """Run a tiny pool benchmark, then store it with every median multiplied by ``scale``."""
+    out = tmp_path / "stored.json"
+    argv = ["bench", "pool", "--quick", "--device", "cpu", "--out", str(out), "--no-progress", "--filter",
+            "adaptive_avg_pool2d(1)", "--direction", "forward", "--layout", "nchw"]  # fmt: skip
+    assert main(argv) == 0
+    doc = json.loads(out.read_text())
+    for row in doc["rows"]:
+        if row["median_ms"]:
+            row["median_ms"] *= scale
+    out.write_text(json.dumps(doc))
+    return out
+
+
+COMPARED = ["bench", "pool", "--quick", "--device", "cpu", "--no-save", "--no-progress", "--filter",
+            "adaptive_avg_pool2d(1)", "--direction", "forward", "--layout", "nchw"]  # fmt: skip
+
+
+def test_compare_prints_changes_and_passes_when_faster(tmp_path, capsys):
+    stored = stored_run(tmp_path, scale=100.0)  # the stored run was 100x slower: now every row is faster
+    capsys.readouterr()
+    assert main([*COMPARED, "--compare", str(stored), "--fail-on-regression", "10"]) == 0
+    out = capsys.readouterr().out
+    assert f"compared with {stored}" in out and "bigkern-cpu" in out and "-99." in out
+    assert "no bigkern row is slower by more than 10%" in out
+
+
+def test_fail_on_regression_exits_1_when_bigkern_is_slower(tmp_path, capsys):
+    stored = stored_run(tmp_path, scale=0.01)  # the stored run was 100x faster: a regression
+    capsys.readouterr()
+    assert main([*COMPARED, "--compare", str(stored), "--fail-on-regression", "10"]) == 1
+    captured = capsys.readouterr()
+    assert "REGRESSION" in captured.out and "slower by more than 10%: failing" in captured.err
+    assert main([*COMPARED, "--compare", str(stored)]) == 0  # without a threshold it only reports
+
+
+def test_regressions_count_bigkern_rows_only():
+    from bigkern.bench.compare import Change, regressions
+
+    def row(provider):
+        return {"provider": provider}
+
+    changes = [Change(row("torch"), 1.0, 3.0), Change(row("bigkern-cpu"), 1.0, 1.05), Change(row("bigkern-cuda"), 1.0, 1.2)]
+    assert [c.row["provider"] for c in regressions(changes, 10)] == ["bigkern-cuda"]
+
+
+@pytest.mark.parametrize("content", [None, "not json", '{"no": "rows"}'])
+def test_compare_with_a_bad_file_is_a_usage_error(tmp_path, capsys, content):
+    path = tmp_path / "bad.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(SystemExit) as exc:
+        main([*COMPARED, "--compare", str(path)])
+    assert exc.value.code == 2 and "--compare" in capsys.readouterr().err
+
+
+def test_fail_on_regression_needs_compare(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([*COMPARED, "--fail-on-regression", "5"])
+    assert exc.value.code == 2 and "needs --compare" in capsys.readouterr().err
