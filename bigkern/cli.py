@@ -12,6 +12,10 @@
                   [--save FILE] [--load FILE] [--data PATH] [--seq-len N] [--max-chars N]
         train a bundled model on offline data (digits, Shakespeare, a synthetic task) and report
         per-epoch metrics and throughput
+    bigkern profile TARGET [--device D] [--steps N] [--batch-size N] [--inference] [--backend B]
+                    [--nvtx] [--trace FILE] [--top K]
+        torch.profiler over a few steps of a bigkern model or op: a Chrome trace and the top
+        operators by self time
 """
 
 from __future__ import annotations
@@ -221,6 +225,20 @@ def cmd_bench(args, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+def cmd_profile(args) -> int:
+    from bigkern import profiling
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print(f"bigkern profile: --device {device} but no CUDA device is visible", file=sys.stderr)
+        return 1
+    with bigkern.use_backend(args.backend):
+        profiling.profile(args.target, device, steps=args.steps, warmup=args.warmup, batch=args.batch_size,
+                          inference=args.inference, nvtx=args.nvtx, trace=Path(args.trace) if args.trace else None,
+                          top=args.top)  # fmt: skip
+    return 0
+
+
 def _report_comparison(rows: list[dict], baseline: list[dict], args) -> int:
     """Print the change against the stored run; 1 when a bigkern row regressed past the threshold."""
     from bigkern.bench import compare
@@ -317,6 +335,25 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seq-len", type=int, default=128, help="characters per training sequence")
     train.add_argument("--max-chars", type=int, default=1_000_000, help="use the first N characters of the text (0: all)")
     train.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+    from bigkern import profiling
+
+    prof = sub.add_parser(
+        "profile", help="profile a bigkern model or op with torch.profiler",
+        description="Run torch.profiler (CPU, and CUDA on a GPU) over a few steps of a bigkern.models model "
+                    "(a training step on synthetic inputs) or one op, write a Chrome trace and print the top "
+                    "operators by self time. bigkern's ops appear as bigkern::<op>.",
+    )  # fmt: skip
+    prof.add_argument("target", choices=profiling.targets())
+    prof.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    prof.add_argument("--steps", type=int, default=5)
+    prof.add_argument("--warmup", type=int, default=2)
+    prof.add_argument("--batch-size", type=int)
+    prof.add_argument("--inference", action="store_true", help="no-grad forward passes instead of training steps")
+    prof.add_argument("--backend", default="auto", choices=["auto", "cpu", "cuda", "triton", "torch"])
+    prof.add_argument("--nvtx", action="store_true", help="also emit NVTX ranges (run under nsys or ncu)")
+    prof.add_argument("--trace", metavar="FILE", help="Chrome trace path (default profile-<target>-<device>-<time>.json)")
+    prof.add_argument("--top", type=int, default=15, help="operators to list")
     return parser
 
 
@@ -333,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
 
             run(args)
             return 0
+        if args.command == "profile":
+            return cmd_profile(args)
         return cmd_bench(args, args.subparser)
     except BrokenPipeError:  # e.g. `bigkern info | head`
         devnull = os.open(os.devnull, os.O_WRONLY)
