@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -142,7 +143,8 @@ def test_compare_prints_changes_and_passes_when_faster(tmp_path, capsys):
     capsys.readouterr()
     assert main([*COMPARED, "--compare", str(stored), "--fail-on-regression", "10"]) == 0
     out = capsys.readouterr().out
-    assert f"compared with {stored}" in out and "bigkern-cpu" in out and "-99." in out
+    assert f"compared with {stored}" in out and "bigkern-cpu" in out
+    assert re.search(r" -9[0-9]\.[0-9]%", out), out  # about -99%, whatever this run's own noise
     assert "no bigkern row is slower by more than 10%" in out
 
 

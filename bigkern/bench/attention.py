@@ -55,6 +55,17 @@ def attention_flops(b: int, h: int, lq: int, lk: int, d: int, causal: bool, dire
     return forward * (3.5 if direction == "forward+backward" else 1.0)
 
 
+def attention_bytes(b: int, hq: int, hkv: int, lq: int, lk: int, d: int, dtype, direction: str) -> int:
+    """Compulsory bytes of one call: forward reads q, k, v and writes o; the backward also reads
+    q, k, v, o and dO and writes dq, dk, dv (the roofline's model; tiles re-read k and v more)."""
+    elem = torch.empty(0, dtype=dtype).element_size()
+    q, kv = b * hq * lq * d, b * hkv * lk * d
+    total = 2 * q + 2 * kv
+    if direction == "forward+backward":
+        total += 4 * q + 4 * kv
+    return total * elem
+
+
 def make_case(b, hq, hkv, lq, lk, d, dtype, causal, direction, measure_memory=False, seed=0) -> Case:
     generators = input_generators(seed)
     params = {"heads_kv": hkv, "length_kv": lk, "causal": causal}
@@ -77,6 +88,7 @@ def make_case(b, hq, hkv, lq, lk, d, dtype, causal, direction, measure_memory=Fa
     return Case(
         op="attention", shape=(b, hq, lq, d), dtype=dtype, layout="bhsd", direction=direction, params=params,
         make_inputs=make_inputs, flops=lambda provider: attention_flops(b, hq, lq, lk, d, causal, direction),
+        bytes_moved=lambda provider: attention_bytes(b, hq, hkv, lq, lk, d, dtype, direction),
         label=label,
     )  # fmt: skip
 

@@ -20,6 +20,12 @@ unfused code (mode max-autotune on CUDA), when asked for.
 FLOP model (TFLOP/s = FLOPs / median time):
     forward            2 * N * K * (C / groups) * R * S * P * Q   (the epilogue is not counted)
     forward+backward   3x the forward (dgrad and wgrad are products of the same size)
+
+Bytes model (compulsory traffic, for the roofline; E bytes per element):
+    forward            E * (N*C*H*W + K*(C/groups)*R*S + N*K*P*Q [+ N*K*P*Q residual])
+    forward+backward   the forward + E * (2*N*K*P*Q + 2*N*C*H*W + 2*K*(C/groups)*R*S): the output
+                       gradient read by dgrad and wgrad, the input read and its gradient written,
+                       the weight read and its gradient written
 """
 
 from __future__ import annotations
@@ -55,6 +61,17 @@ def conv_flops(n, c, h, w, k, kernel, stride, groups, direction: str) -> float:
     return forward * (3.0 if direction == "forward+backward" else 1.0)
 
 
+def conv_bytes(n, c, h, w, k, kernel, stride, groups, dtype, direction: str, residual: bool) -> int:
+    """Bytes of one call by the model in the module docstring."""
+    p, q = (output_size(s, kernel, kernel // 2, kernel // 2, stride, 1) for s in (h, w))
+    elem = torch.empty(0, dtype=dtype).element_size()
+    x, wt, y = n * c * h * w, k * (c // groups) * kernel * kernel, n * k * p * q
+    total = x + wt + y + (y if residual else 0)
+    if direction == "forward+backward":
+        total += 2 * y + 2 * x + 2 * wt
+    return total * elem
+
+
 def make_case(layer, op: str, dtype, layout: str, direction: str, seed: int = 0) -> Case:
     n, c, h, w, k, kernel, stride, groups = layer
     activation, with_residual = EPILOGUES[op]
@@ -79,6 +96,7 @@ def make_case(layer, op: str, dtype, layout: str, direction: str, seed: int = 0)
         op=op, shape=(n, c, h, w, k), dtype=dtype, layout=layout, direction=direction,
         params={"kernel": kernel, "stride": stride, "padding": pad, "groups": groups}, make_inputs=make_inputs,
         flops=lambda provider: conv_flops(n, c, h, w, k, kernel, stride, groups, direction),
+        bytes_moved=lambda provider: conv_bytes(n, c, h, w, k, kernel, stride, groups, dtype, direction, with_residual),
         label=f"{op}({kernel}x{kernel},s{stride}" + (f",g{groups})" if groups > 1 else ")"),
     )  # fmt: skip
 

@@ -21,7 +21,9 @@ Timing method:
           turns over ``rounds`` rounds, so that a change in machine load hits them alike; report
           median, p20 and p80 in milliseconds.
 
-Rates: GB/s = bytes moved per call / median time; TFLOP/s = FLOPs per call / median time;
+Rates: GB/s = bytes moved per call / median time; TFLOP/s = FLOPs per call / median time (the
+per-call ``bytes`` and ``flops`` are in the row too, where the suite models them: their ratio
+places the row on a roofline);
 ``pct_of_ceiling`` relates them to the machine's copy bandwidth (or, for FLOP-bound ops, its
 matmul rate in that dtype), measured once at start by ``measure_ceiling``.
 
@@ -62,7 +64,7 @@ BIGKERN_BACKENDS = {"cpu": ("cpu", "triton"), "cuda": ("cuda", "triton")}
 ROW_KEYS = (
     "op", "case", "shape", "dtype", "layout", "direction", "params", "provider",
     "median_ms", "p20_ms", "p80_ms", "gbps", "tflops", "pct_of_ceiling", "peak_mem_bytes",
-    "speedup_vs_best_baseline", "skipped_reason",
+    "speedup_vs_best_baseline", "skipped_reason", "flops", "bytes",
 )  # fmt: skip
 
 _DTYPE_NAMES = {
@@ -411,8 +413,9 @@ def cuda_peak_bytes(call: Callable, device: torch.device) -> int:
 
 
 def measure_ceiling(device: torch.device | str, timing: Timing | None = None) -> dict:
-    """Copy bandwidth (bytes read + written by a large ``copy_`` / time, GB/s) on ``device``;
-    on a GPU also dense matmul TFLOP/s (8192^3 matmul, 2*M*N*K FLOPs) per dtype."""
+    """Copy bandwidth (bytes read + written by a large ``copy_`` / time, GB/s) on ``device``, and
+    dense matmul TFLOP/s (2*M*N*K FLOPs / time) per dtype: 8192^3 in float16, bfloat16 and
+    float32 on a GPU; 2048^3 in float32 on the CPU (1024^3 for a quick run)."""
     device = torch.device(device)
     timing = timing or Timing.normal()
     if timing.ceiling_bytes is not None:
@@ -436,10 +439,11 @@ def measure_ceiling(device: torch.device | str, timing: Timing | None = None) ->
         "matmul_tflops": None,
     }
     del src, dst
-    if device.type == "cuda":
-        size = 8192 if timing.target_s >= 0.1 else 4096
+    if device.type == "cuda" or timing.ceiling_bytes is None:  # tests that set ceiling_bytes skip the CPU matmul
+        gpu = device.type == "cuda"
+        size = (8192 if timing.target_s >= 0.1 else 4096) if gpu else (2048 if timing.target_s >= 0.1 else 1024)
         rates = {}
-        for dtype in (torch.float16, torch.bfloat16, torch.float32):
+        for dtype in (torch.float16, torch.bfloat16, torch.float32) if gpu else (torch.float32,):
             a = torch.randn(size, size, device=device, dtype=dtype)
             b = torch.randn(size, size, device=device, dtype=dtype)
             mm_timing = Timing(target_s=timing.target_s, warmup_calls=3, warmup_s=0.0, min_samples=5, max_samples=200)
@@ -447,11 +451,12 @@ def measure_ceiling(device: torch.device | str, timing: Timing | None = None) ->
             rates[dtype_name(dtype)] = 2 * size**3 / med / 1e12
             del a, b
         ceiling["matmul_tflops"] = rates
-        ceiling["matmul_method"] = (
-            f"{size}x{size} @ {size}x{size}, 2*M*N*K FLOPs / median time; float32 with "
-            f"torch.backends.cuda.matmul.allow_tf32={torch.backends.cuda.matmul.allow_tf32}"
-        )
-        torch.cuda.empty_cache()
+        ceiling["matmul_method"] = f"{size}x{size} @ {size}x{size}, 2*M*N*K FLOPs / median time" + (
+            f"; float32 with torch.backends.cuda.matmul.allow_tf32={torch.backends.cuda.matmul.allow_tf32}" if gpu else
+            f" (torch's CPU matmul, {torch.get_num_threads()} threads)"
+        )  # fmt: skip
+        if gpu:
+            torch.cuda.empty_cache()
     return ceiling
 
 
@@ -563,9 +568,11 @@ def measure_case(
         row.update(summarize(samples))
         seconds = row["median_ms"] / 1e3
         if case.bytes_moved is not None:
-            row["gbps"] = case.bytes_moved(provider.name) / seconds / 1e9
+            row["bytes"] = case.bytes_moved(provider.name)
+            row["gbps"] = row["bytes"] / seconds / 1e9
         if case.flops is not None:
-            row["tflops"] = case.flops(provider.name) / seconds / 1e12
+            row["flops"] = case.flops(provider.name)
+            row["tflops"] = row["flops"] / seconds / 1e12
     return rows
 
 
