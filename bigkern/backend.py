@@ -6,8 +6,8 @@ Backends:
     "triton"  Triton kernels for CUDA tensors (CPU tensors too under TRITON_INTERPRET=1)
     "torch"   the plain-PyTorch reference (bigkern.reference), which serves everything
     "auto"    CPU tensors -> "cpu"; CUDA tensors -> the faster of "cuda" and "triton" for that
-              op, from backend_table.json (kept current by benchmarks and `bigkern tune`), then
-              the other, then "torch".
+              op, from `bigkern tune`'s cache for this GPU when there is one (bigkern/tuning.py),
+              else from backend_table.json, then the other, then "torch".
 
 Choose with ``bigkern.use_backend(name)`` (a context manager) or the BIGKERN_BACKEND
 environment variable (read at import). An explicitly requested backend that cannot serve a
@@ -98,7 +98,10 @@ def auto_candidates(op: str, x: torch.Tensor) -> list[str]:
     if x.device.type == "cpu":
         return ["cpu", "torch"]
     if x.device.type == "cuda":
-        return list(_CUDA_PREFERENCE.get(op, ["cuda", "triton"])) + ["torch"]
+        from bigkern import tuning
+
+        tuned = tuning.tuned_preference(op, x.device)  # `bigkern tune` on this GPU, when it was run
+        return (tuned or list(_CUDA_PREFERENCE.get(op, ["cuda", "triton"]))) + ["torch"]
     return ["torch"]
 
 

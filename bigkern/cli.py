@@ -16,6 +16,8 @@
                     [--nvtx] [--trace FILE] [--top K]
         torch.profiler over a few steps of a bigkern model or op: a Chrome trace and the top
         operators by self time
+    bigkern tune OP... [--quick] [--device cuda:N] | --show | --clear
+        time the cuda and triton backends on this GPU and store the faster for `auto`
 """
 
 from __future__ import annotations
@@ -159,6 +161,8 @@ def _comma_list(text: str) -> list[str]:
 def cmd_bench(args, parser: argparse.ArgumentParser) -> int:
     from bigkern.bench import harness
 
+    if args.suites and args.suites[0] == "plot":
+        return cmd_bench_plot(args, parser)
     unknown = [name for name in args.suites if name not in SUITES and name != "all"]
     if unknown:
         parser.error(f"argument SUITE: invalid choice: {unknown[0]!r} (choose from {', '.join([*SUITES, 'all'])})")
@@ -225,6 +229,58 @@ def cmd_bench(args, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+def cmd_bench_plot(args, parser: argparse.ArgumentParser) -> int:
+    """``bigkern bench plot FILE... [--out DIR]``: figures from stored results."""
+    from bigkern.bench import plot
+
+    files = args.suites[1:]
+    if not files:
+        parser.error("bench plot: give one or more results JSON files")
+    try:
+        written = plot.plot_files(files, args.out)
+    except (ValueError, RuntimeError) as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    for png in written:
+        print(f"wrote {png}")
+    if not written:
+        print("nothing to plot: the files have no bigkern speedups, attention rates or roofline data", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_tune(args, parser: argparse.ArgumentParser) -> int:
+    from bigkern import tuning
+
+    if args.show or args.clear:
+        if args.ops:
+            parser.error("--show and --clear take no OP")
+        if args.clear:
+            print(f"deleted {tuning.cache_path()}" if tuning.clear() else f"no cache at {tuning.cache_path()}")
+            return 0
+        cache = tuning.load()
+        print(f"{tuning.cache_path()}:")
+        if not cache:
+            print("  (empty: bigkern tune has not stored anything)")
+        for device, ops in cache.items():
+            print(f"  {device}")
+            for op, entry in ops.items():
+                print(f"    {op}: auto tries {' then '.join(entry['preference'])} ({len(entry['measurements'])} measurements)")
+        return 0
+    unknown = [op for op in args.ops if op not in tuning.SUITE_OF and op != "all"]
+    if not args.ops or unknown:
+        parser.error(f"give ops to tune: {', '.join(tuning.SUITE_OF)} or all" + (f" (unknown: {unknown[0]!r})" if unknown else ""))
+    if not torch.cuda.is_available():
+        print("bigkern tune: tuning times kernels on the GPU that will run them, and no CUDA GPU is visible here "
+              "(torch.cuda.is_available() is False); nothing was tuned. `bigkern tune --show` and `--clear` work "
+              "without one.", file=sys.stderr)  # fmt: skip
+        return 1
+    ops = list(tuning.SUITE_OF) if "all" in args.ops else list(dict.fromkeys(args.ops))
+    for op in ops:
+        tuning.tune(op, torch.device(args.device), quick=args.quick)
+    return 0
+
+
 def cmd_profile(args) -> int:
     from bigkern import profiling
 
@@ -283,7 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     # No `choices=` here: argparse checks the empty list of nargs="*" against them and fails.
     bench.add_argument("suites", nargs="*", metavar="SUITE",
-                       help=f"suites to run: {', '.join(SUITES)} or all (default all)")  # fmt: skip
+                       help=f"suites to run: {', '.join(SUITES)} or all (default all); or `plot FILE...` to draw "
+                            "PNG figures from results files (into --out DIR, default next to each file)")  # fmt: skip
     bench.set_defaults(subparser=bench)
     bench.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available, else cpu")
     bench.add_argument("--dtype", help="comma-separated dtypes, e.g. float32,float16,bfloat16 "
@@ -336,7 +393,20 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--max-chars", type=int, default=1_000_000, help="use the first N characters of the text (0: all)")
     train.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
-    from bigkern import profiling
+    from bigkern import profiling, tuning
+
+    tune = sub.add_parser(
+        "tune", help="measure the GPU backends per op on this GPU and store the faster for auto",
+        description="Time each op's benchmark cases with bigkern's cuda and triton backends on the current GPU and "
+                    "store the faster (per GPU and torch/Triton/bigkern versions) in a cache that backend 'auto' "
+                    f"reads. Needs a CUDA GPU; --show and --clear work anywhere. Cache: {tuning.cache_path()}",
+    )  # fmt: skip
+    tune.add_argument("ops", nargs="*", metavar="OP", help=f"ops to tune: {', '.join(tuning.SUITE_OF)} or all")
+    tune.add_argument("--quick", action="store_true", help="the suites' quick cases only")
+    tune.add_argument("--device", default="cuda", help="cuda or cuda:N")
+    tune.add_argument("--show", action="store_true", help="print the cache")
+    tune.add_argument("--clear", action="store_true", help="delete the cache")
+    tune.set_defaults(subparser=tune)
 
     prof = sub.add_parser(
         "profile", help="profile a bigkern model or op with torch.profiler",
@@ -372,6 +442,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "profile":
             return cmd_profile(args)
+        if args.command == "tune":
+            return cmd_tune(args, args.subparser)
         return cmd_bench(args, args.subparser)
     except BrokenPipeError:  # e.g. `bigkern info | head`
         devnull = os.open(os.devnull, os.O_WRONLY)
