@@ -19,6 +19,7 @@ SUITES: dict[str, str] = {
     "attention": "bigkern.bench.attention",
     "lstm": "bigkern.bench.lstm",
     "conv": "bigkern.bench.conv",
+    "models": "bigkern.bench.models",
 }
 
 

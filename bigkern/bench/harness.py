@@ -55,8 +55,9 @@ from bigkern.bench import environment
 SCHEMA_VERSION = 1
 #: Memory layouts a case may name: images (pooling, conv), (batch, heads, length, dim) sequences
 #: ("bhsd": contiguous as SDPA takes them; "bshd": the transposed view a projection produces) and
-#: recurrent inputs ("lnh": (length, batch, features), torch.nn.LSTM's default).
-LAYOUTS = ("nchw", "channels_last", "bhsd", "bshd", "lnh")
+#: recurrent inputs ("lnh": (length, batch, features), torch.nn.LSTM's default); "tokens": a
+#: model's (batch, length) token ids.
+LAYOUTS = ("nchw", "channels_last", "bhsd", "bshd", "lnh", "tokens")
 DIRECTIONS = ("forward", "forward+backward")
 #: bigkern backends worth timing on each device type (provider name = "bigkern-" + backend).
 BIGKERN_BACKENDS = {"cpu": ("cpu", "triton"), "cuda": ("cuda", "triton")}
@@ -204,7 +205,10 @@ def compile_provider(fn: Callable, name: str = "torch.compile", **compile_kwargs
 
     def make():
         torch._dynamo.reset()
-        return torch.compile(fn, **compile_kwargs)
+        compiled = torch.compile(fn, **compile_kwargs)
+        if hasattr(fn, "parameters"):  # see make_step
+            compiled.parameters = fn.parameters
+        return compiled
 
     return Provider(name, make=make)
 
@@ -413,8 +417,8 @@ def cuda_peak_bytes(call: Callable, device: torch.device) -> int:
 
 
 def measure_ceiling(device: torch.device | str, timing: Timing | None = None) -> dict:
-    """Copy bandwidth (bytes read + written by a large ``copy_`` / time, GB/s) on ``device``, and
-    dense matmul TFLOP/s (2*M*N*K FLOPs / time) per dtype: 8192^3 in float16, bfloat16 and
+    """Copy bandwidth (bytes read + written by a large ``copy_`` / its fastest time, GB/s) on
+    ``device``, and dense matmul TFLOP/s (2*M*N*K FLOPs / fastest time) per dtype: 8192^3 in float16, bfloat16 and
     float32 on a GPU; 2048^3 in float32 on the CPU (1024^3 for a quick run)."""
     device = torch.device(device)
     timing = timing or Timing.normal()
@@ -430,12 +434,12 @@ def measure_ceiling(device: torch.device | str, timing: Timing | None = None) ->
     dst.copy_(src)  # first touch
     copy_timing = Timing(target_s=timing.target_s, warmup_calls=2, warmup_s=0.0, min_samples=5, max_samples=200)
     samples = time_calls([lambda: dst.copy_(src)], copy_timing, device)
-    med = statistics.median(samples)
+    med = min(samples)  # a ceiling is what the machine can do: its fastest sample, not a typical one
     ceiling: dict[str, Any] = {
         "device": str(device),
         "copy_gbps": 2 * n * 4 / med / 1e9,
         "copy_bytes": 2 * n * 4,
-        "copy_method": f"dst.copy_(src), float32, {n * 4 >> 20} MiB each, (read + written bytes) / median time",
+        "copy_method": f"dst.copy_(src), float32, {n * 4 >> 20} MiB each, (read + written bytes) / fastest time",
         "matmul_tflops": None,
     }
     del src, dst
@@ -447,11 +451,11 @@ def measure_ceiling(device: torch.device | str, timing: Timing | None = None) ->
             a = torch.randn(size, size, device=device, dtype=dtype)
             b = torch.randn(size, size, device=device, dtype=dtype)
             mm_timing = Timing(target_s=timing.target_s, warmup_calls=3, warmup_s=0.0, min_samples=5, max_samples=200)
-            med = statistics.median(time_calls([lambda: a @ b], mm_timing, device))
+            med = min(time_calls([lambda: a @ b], mm_timing, device))
             rates[dtype_name(dtype)] = 2 * size**3 / med / 1e12
             del a, b
         ceiling["matmul_tflops"] = rates
-        ceiling["matmul_method"] = f"{size}x{size} @ {size}x{size}, 2*M*N*K FLOPs / median time" + (
+        ceiling["matmul_method"] = f"{size}x{size} @ {size}x{size}, 2*M*N*K FLOPs / fastest time" + (
             f"; float32 with torch.backends.cuda.matmul.allow_tf32={torch.backends.cuda.matmul.allow_tf32}" if gpu else
             f" (torch's CPU matmul, {torch.get_num_threads()} threads)"
         )  # fmt: skip
@@ -470,6 +474,9 @@ def make_step(case: Case, fn: Callable, inputs: Inputs) -> Callable[[], Any]:
     if case.direction == "forward":
         return lambda: fn(*inputs.args)
     leaves = [a for a in inputs.args if isinstance(a, torch.Tensor) and a.requires_grad]
+    parameters = getattr(fn, "parameters", None)  # a whole model (the models suite): its weights too
+    if parameters is not None:
+        leaves += [p for p in parameters() if p.requires_grad]
     if not leaves:
         raise ValueError(f"{case.id}: forward+backward inputs have no tensor with requires_grad")
     grad = inputs.grad_output
