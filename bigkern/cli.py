@@ -168,6 +168,7 @@ def cmd_bench(args, parser: argparse.ArgumentParser) -> int:
         parser.error(f"argument SUITE: invalid choice: {unknown[0]!r} (choose from {', '.join([*SUITES, 'all'])})")
     suites = list(SUITES) if not args.suites or "all" in args.suites else list(dict.fromkeys(args.suites))
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    custom_cases = None
     if device.startswith("cuda") and not torch.cuda.is_available():
         print(f"bigkern bench: --device {device} but no CUDA device is visible (torch.cuda.is_available() is False)",
               file=sys.stderr)  # fmt: skip
@@ -177,6 +178,15 @@ def cmd_bench(args, parser: argparse.ArgumentParser) -> int:
     except ValueError as exc:
         parser.error(f"--dtype: {exc}")
     providers = _comma_list(args.provider) if args.provider else None
+    if args.shapes:
+        from bigkern.bench import shapes
+
+        try:
+            custom_cases = shapes.load(args.shapes, device, dtypes, args.quick)
+        except shapes.ShapesError as exc:
+            parser.error(str(exc))
+        if not args.suites:  # the suites the file names
+            suites = [name for name in SUITES if name in custom_cases]
     if args.fail_on_regression is not None and not args.compare:
         parser.error("--fail-on-regression needs --compare FILE (the stored run to compare with)")
     baseline = None
@@ -200,6 +210,7 @@ def cmd_bench(args, parser: argparse.ArgumentParser) -> int:
         provider_names=providers,
         progress=not args.no_progress,
         command=args.command_line,
+        custom_cases=custom_cases,
     )
     elapsed = time.perf_counter() - started
     ceiling = document["ceiling"]
@@ -362,6 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="results JSON file, or a directory for the default-named file (the CSV goes next to it)")
     bench.add_argument("--no-save", action="store_true", help="print the table only")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
+    bench.add_argument("--shapes", metavar="FILE",
+                       help="JSON file of shapes per suite to run instead of the suites' own (see bigkern/bench/shapes.py)")
     bench.add_argument("--compare", metavar="FILE", help="print each row's change against a stored results JSON file")
     bench.add_argument("--fail-on-regression", metavar="PCT", type=float,
                        help="with --compare: exit 1 when a bigkern row's median is more than PCT%% slower")  # fmt: skip

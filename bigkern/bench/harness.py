@@ -731,10 +731,12 @@ def run_benchmark(
     progress: bool = False,
     command: str | None = None,
     timing: Timing | None = None,
+    custom_cases: dict[str, list[Case]] | None = None,
 ) -> dict:
     """Run the named suites (see ``bigkern.bench.SUITES``) and return the results document.
 
     ``compile=None`` includes torch.compile on CUDA for a normal (not quick) run only.
+    ``custom_cases`` ({suite: cases}, from ``--shapes``) replaces those suites' own cases.
     """
     from bigkern.bench import load_suite
 
@@ -750,7 +752,8 @@ def run_benchmark(
     rows: list[dict] = []
     for name in suites:
         suite = load_suite(name)
-        cases = select_cases(suite.cases(device, dtypes, quick), filters, directions, layouts)
+        own = custom_cases[name] if custom_cases and name in custom_cases else suite.cases(device, dtypes, quick)
+        cases = select_cases(own, filters, directions, layouts)
         rows += run_cases(
             cases, lambda case: suite.providers(case, device, compile=compile), device, timing, ceiling,
             progress=progress, provider_names=provider_names,
