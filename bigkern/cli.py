@@ -163,6 +163,8 @@ def cmd_bench(args, parser: argparse.ArgumentParser) -> int:
 
     if args.suites and args.suites[0] == "plot":
         return cmd_bench_plot(args, parser)
+    if args.suites and args.suites[0] == "report":
+        return cmd_bench_report(args, parser)
     unknown = [name for name in args.suites if name not in SUITES and name != "all"]
     if unknown:
         parser.error(f"argument SUITE: invalid choice: {unknown[0]!r} (choose from {', '.join([*SUITES, 'all'])})")
@@ -237,6 +239,25 @@ def cmd_bench(args, parser: argparse.ArgumentParser) -> int:
         print(f"saved {json_path} and {csv_path}")
     if baseline is not None:
         return _report_comparison(document["rows"], baseline, args)
+    return 0
+
+
+def cmd_bench_report(args, parser: argparse.ArgumentParser) -> int:
+    """``bigkern bench report [--write README.md]``: tables from the newest results per device and suite."""
+    from bigkern.bench import harness, report
+
+    if len(args.suites) > 1:
+        parser.error("bench report takes no files: it reads the newest results in benchmarks/results/")
+    text = report.render(harness.results_dir(), environment.source_root())
+    if args.write:
+        try:
+            report.write_into(Path(args.write), text)
+        except (OSError, ValueError) as exc:
+            print(str(exc), file=sys.stderr)
+            return 1
+        print(f"updated the generated tables in {args.write}")
+    else:
+        print(text, end="")
     return 0
 
 
@@ -351,7 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     # No `choices=` here: argparse checks the empty list of nargs="*" against them and fails.
     bench.add_argument("suites", nargs="*", metavar="SUITE",
                        help=f"suites to run: {', '.join(SUITES)} or all (default all); or `plot FILE...` to draw "
-                            "PNG figures from results files (into --out DIR, default next to each file)")  # fmt: skip
+                            "PNG figures from results files (into --out DIR, default next to each file); or "
+                            "`report` for markdown tables of the newest results per device and suite")  # fmt: skip
     bench.set_defaults(subparser=bench)
     bench.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available, else cpu")
     bench.add_argument("--dtype", help="comma-separated dtypes, e.g. float32,float16,bfloat16 "
@@ -373,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="results JSON file, or a directory for the default-named file (the CSV goes next to it)")
     bench.add_argument("--no-save", action="store_true", help="print the table only")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
+    bench.add_argument("--write", metavar="README", help="with `bench report`: put the tables into this file")
     bench.add_argument("--shapes", metavar="FILE",
                        help="JSON file of shapes per suite to run instead of the suites' own (see bigkern/bench/shapes.py)")
     bench.add_argument("--compare", metavar="FILE", help="print each row's change against a stored results JSON file")
