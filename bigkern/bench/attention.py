@@ -14,7 +14,8 @@ Providers (``providers``): bigkern-cpu / bigkern-cuda / bigkern-triton; "sdpa" (
 backend; on the CPU its flash kernel) and, on CUDA, "sdpa-flash", "sdpa-efficient",
 "sdpa-cudnn", "sdpa-math" (each pinned with torch.nn.attention.sdpa_kernel; skipped with the
 reason where that backend refuses the case); "math" (explicit softmax(scale QK^T)V in the
-dtype: the memory baseline); "torch.compile" of the SDPA call when asked for.
+dtype: the memory baseline); "flash-attn" (the flash-attn package, float16/bfloat16 on CUDA, when
+it is installed; skipped with the reason otherwise); "torch.compile" of the SDPA call when asked for.
 
 FLOP model (TFLOP/s = FLOPs / median time):
     forward            4 * B * H * Lq * Lk * D       (QK^T and PV, 2 FLOPs per multiply-add)
@@ -27,6 +28,7 @@ forward+backward minus forward of the same case (docs/attention.md reports it).
 
 from __future__ import annotations
 
+import importlib.util
 import math
 
 import torch
@@ -164,9 +166,25 @@ def providers(case: Case, device, *, compile: bool = False) -> list[Provider]:
         result.append(Provider.of("math", lambda q, k, v: _explicit_attention(q, k, v, causal, gqa)))
     else:
         result.append(Provider.skipped("math", "the score matrix would exceed the memory cap"))
+    result.append(_flash_attn_provider(case, device, causal))
     if compile:
         result.append(compile_provider(sdpa_fn))
     return result
+
+
+def _flash_attn_provider(case: Case, device: torch.device, causal: bool) -> Provider:
+    """The flash-attn package's kernel (Dao et al.) when it is installed and can run the case."""
+    if importlib.util.find_spec("flash_attn") is None:
+        return Provider.skipped("flash-attn", "the flash-attn package is not installed (pip install flash-attn)")
+    if device.type != "cuda" or case.dtype not in (torch.float16, torch.bfloat16):
+        return Provider.skipped("flash-attn", "flash-attn runs float16/bfloat16 on CUDA only")
+
+    def flash_fn(q, k, v):  # flash-attn takes (batch, length, heads, dim): transposed views, no copies
+        from flash_attn import flash_attn_func
+
+        return flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), causal=causal).transpose(1, 2)
+
+    return Provider.of("flash-attn", flash_fn)
 
 
 __all__ = ["cases", "providers", "attention_flops"]

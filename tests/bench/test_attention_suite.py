@@ -47,3 +47,9 @@ def test_tiny_case_runs_bigkern_cpu_sdpa_and_math():
     assert by_name["bigkern-cpu"]["speedup_vs_best_baseline"] == pytest.approx(
         min(by_name["sdpa"]["median_ms"], by_name["math"]["median_ms"]) / by_name["bigkern-cpu"]["median_ms"]
     )
+
+
+def test_flash_attn_provider_is_listed_with_why_it_cannot_run_here():
+    case = suite.make_case(1, 2, 2, 64, 64, 32, torch.float32, False, "forward")
+    (flash,) = [p for p in suite.providers(case, "cpu") if p.name == "flash-attn"]
+    assert flash.skipped_reason and ("not installed" in flash.skipped_reason or "CUDA only" in flash.skipped_reason)
