@@ -9,9 +9,10 @@ cache directory (``$BIGKERN_CACHE_DIR``, else ``$XDG_CACHE_HOME/bigkern``, else
 ``~/.cache/bigkern``), keyed by GPU name and the torch, Triton and bigkern versions, so an
 upgrade invalidates it; ``--show`` prints it and ``--clear`` deletes it.
 
-Not tuned here (yet): the Triton kernels' own configurations are searched by Triton's autotuner
-in each process (its choice is not cached across processes), and the CUDA kernels have one tile
-shape per kernel, so there is no tile variant to choose.
+The Triton kernels' own configurations: timing the ``triton`` backend runs Triton's autotuner on
+each shape, and bigkern's autotuners keep their winners in Triton's on-disk cache
+(bigkern/triton/autotune.py), which later processes read; ``--clear`` does not delete those
+(``TRITON_CACHE_DIR``). The CUDA kernels have one tile shape per kernel: no variant to choose.
 """
 
 from __future__ import annotations

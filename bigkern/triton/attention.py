@@ -46,6 +46,7 @@ import triton
 import triton.language as tl
 
 from bigkern.reference.philox import dropout_threshold
+from bigkern.triton.autotune import autotune
 from bigkern.triton.philox import as_int32, dropout_keep
 
 LOG2E = 1.4426950408889634  # log2(e): exp(x) = exp2(x * LOG2E)
@@ -604,7 +605,7 @@ def _tuned(kernel, kind):
     if INTERPRETED:
         return kernel
     prune = {"early_config_prune": _prune_configs(kind)}
-    return triton.autotune(_configs(kind), key=_TUNE_KEY, prune_configs_by=prune)(kernel)
+    return autotune(_configs(kind), key=_TUNE_KEY, prune_configs_by=prune)(kernel)
 
 
 _forward_kernel = _tuned(_attention_fwd_kernel, "forward")

@@ -36,6 +36,8 @@ import triton
 import triton.language as tl
 from torch._prims_common import suggest_memory_format
 
+from bigkern.triton.autotune import autotune
+
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 #: The blocks used under the interpreter (the tests set each autotune config here in turn).
 INTERPRETER_CONFIG = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16}
@@ -250,9 +252,9 @@ _GEOMETRY_KEY = ["CG", "KG", "R", "S", "SH", "SW"]
 if INTERPRETED:
     _forward, _dgrad, _wgrad = _conv_forward_kernel, _conv_dgrad_kernel, _conv_wgrad_kernel
 else:
-    _forward = triton.autotune(FORWARD_CONFIGS, key=_GEOMETRY_KEY + ["ACT", "ACC_FP64"])(_conv_forward_kernel)
-    _dgrad = triton.autotune(DGRAD_CONFIGS, key=_GEOMETRY_KEY + ["ACC_FP64"])(_conv_dgrad_kernel)
-    _wgrad = triton.autotune(WGRAD_CONFIGS, key=_GEOMETRY_KEY + ["SPLIT", "ACC_FP64"])(_conv_wgrad_kernel)
+    _forward = autotune(FORWARD_CONFIGS, key=_GEOMETRY_KEY + ["ACT", "ACC_FP64"])(_conv_forward_kernel)
+    _dgrad = autotune(DGRAD_CONFIGS, key=_GEOMETRY_KEY + ["ACC_FP64"])(_conv_dgrad_kernel)
+    _wgrad = autotune(WGRAD_CONFIGS, key=_GEOMETRY_KEY + ["SPLIT", "ACC_FP64"])(_conv_wgrad_kernel)
 
 
 def _fixed() -> dict:

@@ -29,6 +29,7 @@ import triton
 import triton.language as tl
 
 from bigkern.reference import rnn as reference
+from bigkern.triton.autotune import autotune
 
 LSTM, GRU = reference.LSTM, reference.GRU
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
@@ -251,7 +252,7 @@ def _gates_backward_kernel(
 if INTERPRETED:
     _forward = _gates_forward_kernel
 else:
-    _forward = triton.autotune(FORWARD_CONFIGS, key=["H", "K", "I", "MODE", "HAS_INPUT"])(_gates_forward_kernel)
+    _forward = autotune(FORWARD_CONFIGS, key=["H", "K", "I", "MODE", "HAS_INPUT"])(_gates_forward_kernel)
 
 
 def _precision(dtype: torch.dtype) -> str:
