@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 import bigkern
-from bigkern.bench.harness import Case, Inputs, Provider, bigkern_providers, compile_provider, input_generators
+from bigkern.bench.harness import Case, Inputs, Provider, bigkern_providers, compile_providers, input_generators
 
 CPU_CASES = [  # (B, Hq, Hkv, Lq, Lk, D, directions, measure memory)
     (2, 8, 8, 1024, 1024, 64, ("forward", "forward+backward"), False),
@@ -168,7 +168,7 @@ def providers(case: Case, device, *, compile: bool = False) -> list[Provider]:
         result.append(Provider.skipped("math", "the score matrix would exceed the memory cap"))
     result.append(_flash_attn_provider(case, device, causal))
     if compile:
-        result.append(compile_provider(sdpa_fn))
+        result += compile_providers(sdpa_fn, device)
     return result
 
 

@@ -15,7 +15,7 @@ Cases (``cases``), each a conv layer with one epilogue:
 Providers (``providers``): bigkern-cpu / bigkern-cuda / bigkern-triton (one fused call); "torch"
 (F.conv2d then the epilogue as separate torch ops: oneDNN on the CPU, cuDNN on CUDA with
 cudnn.benchmark on, so cuDNN picks its fastest algorithm per shape); "torch.compile" of the same
-unfused code (mode max-autotune on CUDA), when asked for.
+unfused code (default mode; also "torch.compile-max-autotune" on CUDA), when asked for.
 
 FLOP model (TFLOP/s = FLOPs / median time):
     forward            2 * N * K * (C / groups) * R * S * P * Q   (the epilogue is not counted)
@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 import bigkern
-from bigkern.bench.harness import Case, Inputs, Provider, bigkern_providers, compile_provider, input_generators, make_tensor
+from bigkern.bench.harness import Case, Inputs, Provider, bigkern_providers, compile_providers, input_generators, make_tensor
 from bigkern.ops.conv import output_size
 
 EPILOGUES = {"conv2d": (None, False), "conv2d+relu": ("relu", False), "conv2d+residual+relu": ("relu", True)}
@@ -144,6 +144,5 @@ def providers(case: Case, device, *, compile: bool = False) -> list[Provider]:
     result = bigkern_providers(case, device, bigkern_fn)
     result.append(Provider.of("torch", torch_fn, context=cudnn_benchmark))
     if compile:
-        mode = {"mode": "max-autotune"} if device.type == "cuda" else {}
-        result.append(compile_provider(torch_fn, **mode))
+        result += compile_providers(torch_fn, device)
     return result

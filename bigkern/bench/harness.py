@@ -198,6 +198,16 @@ def _backend_context(name: str):
     return bigkern.use_backend(name)
 
 
+def compile_providers(fn: Callable, device: torch.device | str) -> list[Provider]:
+    """torch.compile of ``fn`` in the default mode ("torch.compile") and, on a GPU, in mode
+    max-autotune ("torch.compile-max-autotune": Triton templates timed per shape; its compile
+    time makes it a GPU-only provider)."""
+    result = [compile_provider(fn)]
+    if torch.device(device).type == "cuda":
+        result.append(compile_provider(fn, "torch.compile-max-autotune", mode="max-autotune"))
+    return result
+
+
 def compile_provider(fn: Callable, name: str = "torch.compile", **compile_kwargs) -> Provider:
     """``torch.compile(fn)`` with a fresh Dynamo cache (each case compiles on its own, so that
     the recompile limit is never reached across cases)."""

@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 
 import bigkern
-from bigkern.bench.harness import Case, Inputs, Provider, bigkern_providers, compile_provider, input_generators
+from bigkern.bench.harness import Case, Inputs, Provider, bigkern_providers, compile_providers, input_generators
 
 GATES = {"lstm": 4, "gru": 3}
 CPU_CASES = [("lstm", 100, 32, 256, 256, 2), ("gru", 100, 32, 256, 256, 2)]  # (kind, T, B, I, H, layers)
@@ -146,7 +146,7 @@ def providers(case: Case, device, *, compile: bool = False) -> list[Provider]:
     if device.type == "cuda":
         result.append(Provider.of("torch-no-cudnn", torch_fn, context=lambda: torch.backends.cudnn.flags(enabled=False)))
     if compile:
-        result.append(compile_provider(_unrolled(kind, layers)))
+        result += compile_providers(_unrolled(kind, layers), device)
     return result
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 
 from bigkern import models
-from bigkern.bench.harness import Case, Inputs, Provider, bigkern_providers, compile_provider, input_generators
+from bigkern.bench.harness import Case, Inputs, Provider, bigkern_providers, compile_providers, input_generators
 
 VOCAB = 80
 
@@ -98,5 +98,5 @@ def providers(case: Case, device, *, compile: bool = False) -> list[Provider]:
     result = bigkern_providers(case, device, _callable(ours))
     result.append(Provider.of("torch", _callable(twin)))
     if compile:
-        result.append(compile_provider(_callable(twin)))
+        result += compile_providers(_callable(twin), device)
     return result

@@ -47,7 +47,7 @@ from bigkern.bench.harness import (
     Inputs,
     Provider,
     bigkern_providers,
-    compile_provider,
+    compile_providers,
     input_generators,
     make_tensor,
 )
@@ -200,5 +200,5 @@ def providers(case: Case, device, *, compile: bool = False) -> list[Provider]:
     result = bigkern_providers(case, torch.device(device), pool_op.bigkern_fn())
     result.append(Provider.of("torch", pool_op.torch_fn()))
     if compile:
-        result.append(compile_provider(pool_op.torch_fn()))
+        result += compile_providers(pool_op.torch_fn(), device)
     return result

@@ -254,3 +254,9 @@ def test_environment_record():
     assert env["cpu_count"] >= 1 and env["torch_num_threads"] >= 1
     assert {"with_cuda_kernels", "cuda_archs", "cpu_isa", "sha256_16"} <= set(env["bigkern_C"])
     assert env["bigkern_git_commit"] is None or re.fullmatch(r"[0-9a-f]{40}", env["bigkern_git_commit"])
+
+
+def test_compile_providers_add_max_autotune_on_gpus_only():
+    assert [p.name for p in harness.compile_providers(torch.neg, "cpu")] == ["torch.compile"]
+    names = [p.name for p in harness.compile_providers(torch.neg, "cuda")]  # built lazily: no GPU needed here
+    assert names == ["torch.compile", "torch.compile-max-autotune"]
