@@ -61,6 +61,10 @@ def worker(rank, port, wrapper, name, out_path):
         state = {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().clone() for k, v in model.state_dict().items()}
         if rank == 0:
             torch.save(state, out_path)
+        # Every rank's collectives must be finished before any rank tears gloo down: a rank that
+        # destroys its group while a peer's work is still in flight can abort in gloo's worker
+        # threads ("terminate called without an active exception", seen once in CI under load).
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

@@ -198,6 +198,7 @@ def run(options, out=print) -> TrainResult:
         else:
             result.final = {k: v for k, v in result.epochs[-1].items() if k.startswith("test_")}
     if started_group:
+        torch.distributed.barrier()  # no rank tears the group down while a peer still has work in flight
         torch.distributed.destroy_process_group()
     if options.save and rank == 0:
         torch.save({"task": name, "model_class": type(model).__name__, "model": model.state_dict(),
