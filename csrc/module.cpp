@@ -10,12 +10,12 @@
 #endif
 
 namespace bigkern::cpu {
-const char* pool_kernels_isa();
+const char* selected_isa_name();
 }
 
 static PyObject* cpu_isa(PyObject*, PyObject*) {
   try {
-    return PyUnicode_FromString(bigkern::cpu::pool_kernels_isa());
+    return PyUnicode_FromString(bigkern::cpu::selected_isa_name());
   } catch (const std::exception& e) {  // no C++ exception may cross into the interpreter
     PyErr_SetString(PyExc_RuntimeError, e.what());
     return nullptr;
@@ -23,7 +23,7 @@ static PyObject* cpu_isa(PyObject*, PyObject*) {
 }
 
 static PyMethodDef bigkern_methods[] = {
-    {"cpu_isa", cpu_isa, METH_NOARGS, "The instruction set the CPU kernels were selected for at run time."},
+    {"cpu_isa", cpu_isa, METH_NOARGS, "The widest instruction set the CPU kernels were selected for at run time (baseline, avx2 or avx512); each kernel family runs its widest build at or below it."},
     {nullptr, nullptr, 0, nullptr},
 };
 

@@ -1,5 +1,5 @@
 // SIMD vectors for the CPU attention kernels: GCC/Clang vector extensions, lowered to the
-// including file's target (BIGKERN_ATTN_VECTOR_BYTES wide; fused multiply-add where
+// including file's target (BIGKERN_ATTN_VECTOR_BYTES wide: 16, 32 or 64; fused multiply-add where
 // BIGKERN_ATTN_FMA is 1; BIGKERN_ATTN_AVX2 is 1 where AVX2 intrinsics may be used), and a
 // vectorised exp2.
 //
@@ -53,7 +53,9 @@ BIGKERN_ATTN_INLINE V vmax(V a, V b) {
 // a * b + c, fused (one rounding) where the target has FMA. Written out rather than left to the
 // compiler's contraction so the tile products round identically wherever they are used.
 BIGKERN_ATTN_INLINE simd_t<float> fmadd(simd_t<float> a, simd_t<float> b, simd_t<float> c) {
-#if BIGKERN_ATTN_FMA
+#if BIGKERN_ATTN_FMA && BIGKERN_ATTN_VECTOR_BYTES == 64
+  return (simd_t<float>)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
+#elif BIGKERN_ATTN_FMA
   return (simd_t<float>)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
 #else
   return a * b + c;
@@ -61,7 +63,9 @@ BIGKERN_ATTN_INLINE simd_t<float> fmadd(simd_t<float> a, simd_t<float> b, simd_t
 }
 
 BIGKERN_ATTN_INLINE simd_t<double> fmadd(simd_t<double> a, simd_t<double> b, simd_t<double> c) {
-#if BIGKERN_ATTN_FMA
+#if BIGKERN_ATTN_FMA && BIGKERN_ATTN_VECTOR_BYTES == 64
+  return (simd_t<double>)_mm512_fmadd_pd((__m512d)a, (__m512d)b, (__m512d)c);
+#elif BIGKERN_ATTN_FMA
   return (simd_t<double>)_mm256_fmadd_pd((__m256d)a, (__m256d)b, (__m256d)c);
 #else
   return a * b + c;

@@ -20,7 +20,9 @@ namespace bigkern::cpu {
 namespace {
 
 const ConvKernelTable& kernels() {
-  static const ConvKernelTable& table = use_avx2_kernels() ? avx2::conv_kernels() : baseline::conv_kernels();
+  static const ConvKernelTable& table = cpu_isa_level() == IsaLevel::kAvx512 ? avx512::conv_kernels()
+                                        : cpu_isa_level() == IsaLevel::kAvx2   ? avx2::conv_kernels()
+                                                                               : baseline::conv_kernels();
   return table;
 }
 

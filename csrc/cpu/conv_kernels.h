@@ -5,39 +5,52 @@
 // are contiguous: no im2col buffer is ever built.
 //
 // Forward: out[pixel][k] = sum over taps (r, s) and channels c of x[src(pixel, r, s)][c] * w[k][c][r][s].
-// A register tile holds 6 output pixels of one row x 2 vectors of output channels (12
-// accumulators, 2 weight vectors and a broadcast: 15 of AVX2's 16 registers). For each tap the
+// A register tile holds kTilePixels consecutive output pixels x kVectors vectors of output channels
+// (AVX2: 6 x 2, 12 accumulators, 2 weight vectors and a broadcast in 15 of its 16 registers;
+// AVX-512: 6 x 4 in 29 of its 32). For each tap the
 // tile keeps one source pointer per pixel; a tap whose source pixel lies in the padding points
 // at a row of zeros, so padding, stride and dilation cost nothing in the inner loop, which is
-// one broadcast of x and two vector loads of packed weights per 12 fused multiply-adds. Taps
+// one broadcast of x per kVectors fused multiply-adds, the weight vectors loaded once per
+// channel and reused across the tile's pixels. Taps
 // that fall entirely outside the input for the whole tile are skipped. The epilogue (bias,
 // residual, activation, pre-activation) runs on the accumulators before anything is stored,
 // and stores through the output's strides, so NCHW and channels_last outputs need no copy.
 //
 // Input gradient (dgrad): the same kernel with the roles of input and output exchanged: the
-// tile is 6 input pixels x 2 vectors of input channels, the reduction runs over output
+// tile is input pixels x vectors of input channels, the reduction runs over output
 // channels, and the source pixel of tap (r, s) is (h + top - r*dilation) / stride when that
 // divides exactly (a zero row otherwise), so any stride is served without zero insertion.
 //
 // Weight gradient (wgrad): for each tap, dW_tap[k][c] = sum over pixels gz[pixel][k] *
 // x[src(pixel, r, s)][c]. Pixels are split between threads in chunks of kChunk; a chunk's
 // gradient rows and its shifted input rows are first packed (zero-padded to whole tiles), then
-// a 6 x 2-vector register tile accumulates over the chunk's pixels. Each thread sums into its
+// a kWgradRows x 2-vector register tile accumulates over the chunk's pixels. Each thread sums into its
 // own partial dW; the partials are added at the end (deterministic for a given thread count).
 
 #include "cpu/attention_simd.h"  // simd_t, vload/vstore, vsplat, fmadd
 
 namespace conv_detail {
 
-// The forward/dgrad register tile: kTilePixels pixels x kVectors vectors of channels, 12
-// accumulators. 6 x 2 (16 channels per block) and 3 x 4 (32; the broadcasts first, then one
-// weight vector at a time, to fit 16 registers) ran at the same speed on the 2-core EPYC
-// (about 90 GFLOP/s per core, 3x3, 64 -> 64 channels); 6 x 2 wastes fewer lanes when the
-// channel count is not a multiple of the block.
+// The forward/dgrad register tile: kTilePixels pixels x kVectors vectors of channels, and the
+// wgrad register tile: kWgradRows rows of dW (output channels) x 2 vectors of input channels.
+// With 16 vector registers (AVX2, baseline): 12 accumulators. 6 x 2 (16 channels per block) and
+// 3 x 4 (32; the broadcasts first, then one weight vector at a time, to fit 16 registers) ran at
+// the same speed on the 2-core EPYC (about 90 GFLOP/s per core, 3x3, 64 -> 64 channels); 6 x 2
+// wastes fewer lanes when the channel count is not a multiple of the block.
+// With AVX-512's 32 registers: 24 accumulators, 4 weight vectors and a broadcast. 4 x 4, 5 x 4 and
+// 6 x 4 ran within noise of each other on both machines measured (Zen 4 EPYC, Sapphire Rapids-class
+// Xeon), 12 x 2 and 8 x 3 were 10-30% slower, and 7 x 4 spills an accumulator; 6 x 4 reads the
+// fewest weight bytes per multiply-add, which matters where two 512-bit FMA units drain the L2
+// (the Xeon). See docs/conv.md.
+#if BIGKERN_ATTN_VECTOR_BYTES == 64
+constexpr int kVectors = 4;
+constexpr int kTilePixels = 6;
+constexpr int kWgradRows = 12;
+#else
 constexpr int kVectors = 2;
 constexpr int kTilePixels = 12 / kVectors;
-// The wgrad register tile: kWgradRows rows of dW (output channels) x 2 vectors of input channels.
 constexpr int kWgradRows = 6;
+#endif
 constexpr int64_t kChunk = 96;  // pixels per wgrad packing chunk (its packed rows stay in L1/L2)
 // Up to this many input channels (a network's first layer: 1 or 3), the forward and wgrad gather
 // each pixel's whole receptive field (R x S x C values) into a row first (see uses_patches):
@@ -45,7 +58,7 @@ constexpr int64_t kChunk = 96;  // pixels per wgrad packing chunk (its packed ro
 constexpr int64_t kPatchChannels = 8;
 // Reduction channels per weight-panel chunk (see pack_panels). Measured on the 2-core EPYC for 3x3
 // convolutions: chunks of 32 were 5-10% slower than none at 64 and 128 channels, so only deeper
-// reductions are split.
+// reductions are split (on the Xeon with AVX-512, chunks of 16 and 32 were within noise of none).
 constexpr int64_t kDepthChunk = 128;
 
 template <typename T>
@@ -264,7 +277,7 @@ inline int64_t pixel_offset(const Strided& t, int64_t n, int64_t row, int64_t co
 // The output goes to `dst` (e.out, or a staging buffer: see implicit_gemm), whose pixel
 // offsets are shifted by `dst_shift` elements.
 template <typename T>
-void store_tile(const simd_t<T> (&acc)[kTilePixels][kVectors], int px, int64_t n, int64_t pix0, int64_t cols, int64_t ch0,
+BIGKERN_ATTN_INLINE void store_tile(const simd_t<T> (&acc)[kTilePixels][kVectors], int px, int64_t n, int64_t pix0, int64_t cols, int64_t ch0,
                 int64_t count, const Epilogue<T>& e, const Strided& dst, int64_t dst_shift) {
   constexpr int64_t L = kLanes<T>;
   int64_t out_at[kTilePixels], res_at[kTilePixels], pre_at[kTilePixels];
@@ -422,6 +435,8 @@ void implicit_gemm(const ConvShape& s, const T* src, const std::vector<T>& panel
       for (int64_t g = 0; g < G && !depthwise; ++g)
         for (int64_t block = 0; block < blocks; ++block) {
           const T* block_panel = panel.data() + (g * blocks + block) * RS * depth * kBlock<T>;
+          const int64_t ch0 = g * width + block * kBlock<T>;
+          const int64_t channels = std::min<int64_t>(kBlock<T>, width - block * kBlock<T>);
           for (int64_t d0 = 0; d0 < panel_depth; d0 += kDepthChunk) {
             const int64_t len = std::min(kDepthChunk, panel_depth - d0);
             const T* p = block_panel + panel_taps * d0 * kBlock<T>;
@@ -434,11 +449,11 @@ void implicit_gemm(const ConvShape& s, const T* src, const std::vector<T>& panel
               dispatch_pixels<T>(px, [&](auto pixels) {
                 tile_product<T, decltype(pixels)::value>(tp, tt, tc, offset, p, len, d0 > 0, acc[t]);
               });
+              // Each tile is stored as soon as its last chunk is done: the stores' cache misses
+              // then overlap the next tile's multiply-adds instead of stalling in one burst.
+              if (d0 + len == panel_depth) store(t, ch0, channels);
             }
           }
-          const int64_t ch0 = g * width + block * kBlock<T>;
-          const int64_t channels = std::min<int64_t>(kBlock<T>, width - block * kBlock<T>);
-          for (int64_t t = 0; t < count_tiles; ++t) store(t, ch0, channels);
         }
       if (staged) {
         const int64_t pix0 = first * kTilePixels, pixels = std::min(count_tiles * kTilePixels, DH * DW - pix0);
@@ -513,25 +528,26 @@ void preactivation_gradient(const ConvShape& s, const ConvBackwardArgs& a, const
   }
 }
 
-// Accumulates one chunk's contribution to dW of one tap and group: rows are the 6-row tiles of
-// gz (packed (px, kRows) with kRows a multiple of 6), columns the kBlock-wide blocks of x.
+// Accumulates one chunk's contribution to dW of one tap and group: rows are the kWgradRows-row
+// tiles of gz (packed (px, kRows) with kRows a multiple of kWgradRows), columns the
+// kWgradCols-wide blocks of x.
 template <typename T>
 BIGKERN_ATTN_INLINE void wgrad_tile(const T* __restrict__ gz, int64_t k_stride, const T* __restrict__ x,
                                     int64_t x_stride, int64_t px, T* __restrict__ dw, int64_t dw_stride) {
   constexpr int64_t L = kLanes<T>;
   simd_t<T> acc[kWgradRows][2];
-#pragma GCC unroll 6
+#pragma GCC unroll 12
   for (int i = 0; i < kWgradRows; ++i) acc[i][0] = acc[i][1] = simd_t<T>{};
   for (int64_t p = 0; p < px; ++p) {
     const simd_t<T> x0 = vload(x + p * x_stride), x1 = vload(x + p * x_stride + L);
-#pragma GCC unroll 6
+#pragma GCC unroll 12
     for (int i = 0; i < kWgradRows; ++i) {
       const simd_t<T> b = vsplat(gz[p * k_stride + i]);
       acc[i][0] = fmadd(b, x0, acc[i][0]);
       acc[i][1] = fmadd(b, x1, acc[i][1]);
     }
   }
-#pragma GCC unroll 6
+#pragma GCC unroll 12
   for (int i = 0; i < kWgradRows; ++i) {
     vstore(dw + i * dw_stride, vload(dw + i * dw_stride) + acc[i][0]);
     vstore(dw + i * dw_stride + L, vload(dw + i * dw_stride + L) + acc[i][1]);

@@ -124,10 +124,6 @@ at::Tensor adaptive_max_pool2d_backward(const at::Tensor& grad_output, const at:
 }
 
 }  // namespace
-
-// The instruction set the CPU kernels run with, for `bigkern info`.
-const char* pool_kernels_isa() { return kernels().isa; }
-
 }  // namespace bigkern::cpu
 
 TORCH_LIBRARY_IMPL(bigkern, CPU, m) {

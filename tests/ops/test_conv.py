@@ -144,10 +144,13 @@ def test_cuda_specialised_paths(shape, dtype):
     run_case(cfg, "cuda", dtype, 0)
 
 
-def test_deep_reduction_and_wide_output_cpu():
-    """More channels than one weight-panel chunk and than one register tile's channel block."""
-    cfg = dict(n=2, c=300, h=6, w=7, k=40, kernel=(3, 3), stride=(1, 1), padding=1, dilation=(1, 1), groups=1,
-               bias=True, residual=True, activation="silu", layout="channels_last")  # fmt: skip
+@pytest.mark.parametrize("k, layout", [(40, "channels_last"), (130, "contiguous")])
+def test_deep_reduction_and_wide_output_cpu(k, layout):
+    """More channels than one weight-panel chunk and than one register tile's channel block: 130
+    output channels are two full AVX-512 blocks (64) and a 2-channel tail, and no multiple of the
+    wgrad tile's rows (6 or 12)."""
+    cfg = dict(n=2, c=300, h=6, w=7, k=k, kernel=(3, 3), stride=(1, 1), padding=1, dilation=(1, 1), groups=1,
+               bias=True, residual=True, activation="silu", layout=layout)  # fmt: skip
     run_case(cfg, "cpu", torch.float32, 5)
 
 
@@ -305,7 +308,7 @@ def test_float16_on_cpu_falls_back_under_auto_and_is_refused_explicitly():
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-@pytest.mark.parametrize("channels, stride, dilation", [(37, (1, 1), (1, 1)), (16, (2, 1), (1, 2)), (8, (1, 1), (2, 2))])
+@pytest.mark.parametrize("channels, stride, dilation", [(37, (1, 1), (1, 1)), (70, (1, 1), (1, 1)), (16, (2, 1), (1, 2)), (8, (1, 1), (2, 2))])
 def test_depthwise_cpu(channels, stride, dilation, layout):
     """The depthwise path: whole vector blocks, a channel tail, strides and dilation."""
     cfg = dict(n=2, c=channels, h=11, w=10, k=channels, kernel=(3, 3), stride=stride, padding=1, dilation=dilation,

@@ -44,6 +44,6 @@ def test_baseline_kernels_match_torch():
 
 
 def test_unknown_isa_is_a_clear_error():
-    result = run_child("avx512")
+    result = run_child("sse9")
     assert result.returncode == 1  # a Python exception, not a crash
-    assert "RuntimeError: BIGKERN_CPU_ISA=avx512 is not supported" in result.stderr
+    assert "RuntimeError: BIGKERN_CPU_ISA=sse9 is not supported; it takes baseline, avx2 or avx512" in result.stderr
