@@ -148,8 +148,9 @@ def test_cuda_specialised_paths(shape, dtype):
 def test_deep_reduction_and_wide_output_cpu(k, layout):
     """More channels than one weight-panel chunk and than one register tile's channel block: 130
     output channels are two full AVX-512 blocks (64) and a 2-channel tail, and no multiple of the
-    wgrad tile's rows (6 or 12)."""
-    cfg = dict(n=2, c=300, h=6, w=7, k=k, kernel=(3, 3), stride=(1, 1), padding=1, dilation=(1, 1), groups=1,
+    wgrad tile's rows (6 or 12). The NCHW case also covers the 8 x 8 transposing copy-out (rows
+    of 13 pixels: one block and a tail)."""
+    cfg = dict(n=2, c=300, h=6, w=13, k=k, kernel=(3, 3), stride=(1, 1), padding=1, dilation=(1, 1), groups=1,
                bias=True, residual=True, activation="silu", layout=layout)  # fmt: skip
     run_case(cfg, "cpu", torch.float32, 5)
 
