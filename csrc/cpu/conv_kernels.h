@@ -413,7 +413,12 @@ void implicit_gemm(const ConvShape& s, const T* src, const std::vector<T>& panel
     if (t < 0 || t % stride != 0 || t / stride >= extent) return -1;
     return t / stride;
   };
-  at::parallel_for(0, s.N * strips, 1, [&](int64_t w0, int64_t w1) {
+  // Work items (strips) are handed out one at a time from a shared counter rather than split
+  // evenly in advance: when one core runs slower (a busy sibling hyperthread, a shared host),
+  // the other takes more strips instead of waiting for it at the end.
+  const int64_t items = s.N * strips;
+  std::atomic<int64_t> next_item{0};
+  auto work = [&]() {
     // Per tile of the strip: its taps' source pointers and which taps touch the input at all.
     std::vector<const T*> pointers(static_cast<size_t>(kStripTiles * RS * kTilePixels));
     std::vector<int64_t> taps(static_cast<size_t>(kStripTiles * RS)), tap_counts(kStripTiles);
@@ -421,7 +426,7 @@ void implicit_gemm(const ConvShape& s, const T* src, const std::vector<T>& panel
     simd_t<T> acc[kStripTiles][kTilePixels][kVectors];
     std::vector<T> stage(staged ? static_cast<size_t>(kStripTiles * kTilePixels * stage_width) : 0);
     const Strided stage_dst{stage.data(), 0, 1, DW * stage_width, stage_width};
-    for (int64_t item = w0; item < w1; ++item) {
+    for (int64_t item = next_item++; item < items; item = next_item++) {
       const int64_t n = item / strips, first = (item % strips) * kStripTiles;
       const int64_t count_tiles = std::min(kStripTiles, tiles - first);
       for (int64_t t = 0; t < count_tiles; ++t) {
@@ -524,7 +529,14 @@ void implicit_gemm(const ConvShape& s, const T* src, const std::vector<T>& panel
         }
       }
     }
-  });
+  };
+  const int64_t workers = std::min(worker_count(), items);
+  if (workers <= 1) {
+    work();
+  } else {
+#pragma omp parallel num_threads(workers)
+    work();
+  }
 }
 
 template <typename T>
