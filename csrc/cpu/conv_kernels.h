@@ -24,15 +24,14 @@
 // Weight gradient (wgrad): for each tap, dW_tap[k][c] = sum over pixels gz[pixel][k] *
 // x[src(pixel, r, s)][c]. Pixels are split between threads in chunks of kChunk; a chunk's
 // gradient rows and its shifted input rows are first packed (zero-padded to whole tiles), then
-// a kWgradRows x 2-vector register tile accumulates over the chunk's pixels. Each thread sums into its
+// a kWgradRows x kWgradVectors register tile accumulates over the chunk's pixels. Each thread sums into its
 // own partial dW; the partials are added at the end (deterministic for a given thread count).
 
 #include "cpu/attention_simd.h"  // simd_t, vload/vstore, vsplat, fmadd
 
 namespace conv_detail {
 
-// The forward/dgrad register tile: kTilePixels pixels x kVectors vectors of channels, and the
-// wgrad register tile: kWgradRows rows of dW (output channels) x 2 vectors of input channels.
+// The forward/dgrad register tile: kTilePixels pixels x kVectors vectors of channels.
 // With 16 vector registers (AVX2, baseline): 12 accumulators. 6 x 2 (16 channels per block) and
 // 3 x 4 (32; the broadcasts first, then one weight vector at a time, to fit 16 registers) ran at
 // the same speed on the 2-core EPYC (about 90 GFLOP/s per core, 3x3, 64 -> 64 channels); 6 x 2
@@ -42,14 +41,21 @@ namespace conv_detail {
 // Xeon), 12 x 2 and 8 x 3 were 10-30% slower, and 7 x 4 spills an accumulator; 6 x 4 reads the
 // fewest weight bytes per multiply-add, which matters where two 512-bit FMA units drain the L2
 // (the Xeon). See docs/conv.md.
+// The wgrad register tiles: rows of dW (output channels) x vectors of input channels, one for
+// ordinary layers and one for patches (few input channels, uses_patches), whose R*S*C columns
+// (27 for a 3-channel 3x3) would be mostly padding in 64-wide blocks. With AVX-512, 6 x 4 reads
+// 10 operands per 24 multiply-adds where 12 x 2 read 14, and pads 64 output channels to 66 rows,
+// not 72.
 #if BIGKERN_ATTN_VECTOR_BYTES == 64
 constexpr int kVectors = 4;
 constexpr int kTilePixels = 6;
-constexpr int kWgradRows = 12;
+constexpr int kWgradRows = 6, kWgradVectors = 4;
+constexpr int kPatchWgradRows = 12, kPatchWgradVectors = 2;
 #else
 constexpr int kVectors = 2;
 constexpr int kTilePixels = 12 / kVectors;
-constexpr int kWgradRows = 6;
+constexpr int kWgradRows = 6, kWgradVectors = 2;
+constexpr int kPatchWgradRows = 6, kPatchWgradVectors = 2;
 #endif
 constexpr int64_t kChunk = 96;  // pixels per wgrad packing chunk (its packed rows stay in L1/L2)
 // Up to this many input channels (a network's first layer: 1 or 3), the forward and wgrad gather
@@ -68,8 +74,6 @@ template <typename T>
 using AlignedPanel = std::vector<T>;
 template <typename T>
 constexpr int64_t kBlock = kVectors * Simd<T>::kLanes;  // channels per register tile column block
-template <typename T>
-constexpr int64_t kWgradCols = 2 * Simd<T>::kLanes;
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -410,6 +414,7 @@ void implicit_gemm(const ConvShape& s, const T* src, const std::vector<T>& panel
       return i >= 0 && i < extent ? i : -1;
     }
     const int64_t t = d + pad - k * dil;
+    if (stride == 1) return t >= 0 && t < extent ? t : -1;  // no division: it was 8% of a stride-1 dgrad
     if (t < 0 || t % stride != 0 || t / stride >= extent) return -1;
     return t / stride;
   };
@@ -594,30 +599,36 @@ void preactivation_gradient(const ConvShape& s, const ConvBackwardArgs& a, const
   }
 }
 
-// Accumulates one chunk's contribution to dW of one tap and group: rows are the kWgradRows-row
-// tiles of gz (packed (px, kRows) with kRows a multiple of kWgradRows), columns the
-// kWgradCols-wide blocks of x.
-template <typename T>
+// Accumulates one chunk's contribution to dW of one tap and group: rows are the Rows-row tiles
+// of gz (packed (px, k_rows) with k_rows a multiple of Rows), columns the Vectors-vector blocks
+// of x (wgrad_cols wide).
+template <typename T, int Vectors>
+constexpr int64_t wgrad_cols = Vectors * kLanes<T>;
+
+template <typename T, int Rows, int Vectors>
 BIGKERN_ATTN_INLINE void wgrad_tile(const T* __restrict__ gz, int64_t k_stride, const T* __restrict__ x,
                                     int64_t x_stride, int64_t px, T* __restrict__ dw, int64_t dw_stride) {
   constexpr int64_t L = kLanes<T>;
-  simd_t<T> acc[kWgradRows][2];
+  simd_t<T> acc[Rows][Vectors];
 #pragma GCC unroll 12
-  for (int i = 0; i < kWgradRows; ++i) acc[i][0] = acc[i][1] = simd_t<T>{};
+  for (int i = 0; i < Rows; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < Vectors; ++v) acc[i][v] = simd_t<T>{};
   for (int64_t p = 0; p < px; ++p) {
-    const simd_t<T> x0 = vload(x + p * x_stride), x1 = vload(x + p * x_stride + L);
+    simd_t<T> xv[Vectors];
+#pragma GCC unroll 4
+    for (int v = 0; v < Vectors; ++v) xv[v] = vload(x + p * x_stride + v * L);
 #pragma GCC unroll 12
-    for (int i = 0; i < kWgradRows; ++i) {
+    for (int i = 0; i < Rows; ++i) {
       const simd_t<T> b = vsplat(gz[p * k_stride + i]);
-      acc[i][0] = fmadd(b, x0, acc[i][0]);
-      acc[i][1] = fmadd(b, x1, acc[i][1]);
+#pragma GCC unroll 4
+      for (int v = 0; v < Vectors; ++v) acc[i][v] = fmadd(b, xv[v], acc[i][v]);
     }
   }
 #pragma GCC unroll 12
-  for (int i = 0; i < kWgradRows; ++i) {
-    vstore(dw + i * dw_stride, vload(dw + i * dw_stride) + acc[i][0]);
-    vstore(dw + i * dw_stride + L, vload(dw + i * dw_stride + L) + acc[i][1]);
-  }
+  for (int i = 0; i < Rows; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < Vectors; ++v) vstore(dw + i * dw_stride + v * L, vload(dw + i * dw_stride + v * L) + acc[i][v]);
 }
 
 // dW[c][tap] = sum over pixels of gz[pixel][c] * x[src(pixel, tap)][c]: vectors across channels,
@@ -667,7 +678,8 @@ void depthwise_weight_gradient(const ConvShape& s, const ConvBackwardArgs& a) {
 template <typename T>
 void patch_weight_gradient(const ConvShape& s, const ConvBackwardArgs& a) {
   const int64_t RS = s.R * s.S, K = s.K, cols = s.C * RS;
-  const int64_t k_rows = ceil_div(K, kWgradRows) * kWgradRows, c_cols = ceil_div(cols, kWgradCols<T>) * kWgradCols<T>;
+  constexpr int64_t kCols = wgrad_cols<T, kPatchWgradVectors>;
+  const int64_t k_rows = ceil_div(K, kPatchWgradRows) * kPatchWgradRows, c_cols = ceil_div(cols, kCols) * kCols;
   const int64_t pixels = s.N * s.P * s.Q, chunks = ceil_div(pixels, kChunk);
   const T* gz = static_cast<const T*>(a.grad_z);
   const T* x = static_cast<const T*>(a.x);
@@ -693,9 +705,10 @@ void patch_weight_gradient(const ConvShape& s, const ConvBackwardArgs& a) {
             for (int64_t c = 0; c < s.C; ++c) row[c * RS + r * s.S + q] = inside ? xs[c] : T(0);
           }
       }
-      for (int64_t k0 = 0; k0 < k_rows; k0 += kWgradRows)
-        for (int64_t c0 = 0; c0 < c_cols; c0 += kWgradCols<T>)
-          wgrad_tile<T>(gz_pack.data() + k0, k_rows, x_pack.data() + c0, c_cols, px, mine + k0 * c_cols + c0, c_cols);
+      for (int64_t k0 = 0; k0 < k_rows; k0 += kPatchWgradRows)
+        for (int64_t c0 = 0; c0 < c_cols; c0 += kCols)
+          wgrad_tile<T, kPatchWgradRows, kPatchWgradVectors>(gz_pack.data() + k0, k_rows, x_pack.data() + c0, c_cols, px,
+                                                              mine + k0 * c_cols + c0, c_cols);
     }
   }
   T* out = static_cast<T*>(a.grad_weight);
@@ -710,7 +723,8 @@ void patch_weight_gradient(const ConvShape& s, const ConvBackwardArgs& a) {
 template <typename T>
 void weight_gradient(const ConvShape& s, const ConvBackwardArgs& a) {
   const int64_t G = s.groups, Kg = s.K / G, Cg = s.C / G, RS = s.R * s.S;
-  const int64_t k_rows = ceil_div(Kg, kWgradRows) * kWgradRows, c_cols = ceil_div(Cg, kWgradCols<T>) * kWgradCols<T>;
+  constexpr int64_t kCols = wgrad_cols<T, kWgradVectors>;
+  const int64_t k_rows = ceil_div(Kg, kWgradRows) * kWgradRows, c_cols = ceil_div(Cg, kCols) * kCols;
   const int64_t pixels = s.N * s.P * s.Q, chunks = ceil_div(pixels, kChunk);
   const int64_t per_thread = G * RS * k_rows * c_cols;
   const T* gz = static_cast<const T*>(a.grad_z);
@@ -722,9 +736,18 @@ void weight_gradient(const ConvShape& s, const ConvBackwardArgs& a) {
     const int64_t me = omp_get_thread_num(), team = omp_get_num_threads();
     std::vector<T> gz_pack(static_cast<size_t>(kChunk * k_rows)), x_pack(static_cast<size_t>(kChunk * c_cols));
     std::vector<int64_t> source(static_cast<size_t>(kChunk));
+    // Each chunk pixel's image and top-left input corner, computed once rather than per tap (the
+    // divisions per pixel and tap were 15% of the weight gradient).
+    std::vector<int64_t> image(static_cast<size_t>(kChunk)), top(image.size()), left(image.size());
     T* mine = partial.data() + me * per_thread;
     for (int64_t chunk = chunks * me / team; chunk < chunks * (me + 1) / team; ++chunk) {
       const int64_t pix0 = chunk * kChunk, px = std::min(kChunk, pixels - pix0);
+      for (int64_t p = 0; p < px; ++p) {
+        const int64_t pix = pix0 + p;
+        image[p] = pix / (s.P * s.Q);
+        top[p] = (pix / s.Q) % s.P * s.stride_h - s.pad_top;
+        left[p] = pix % s.Q * s.stride_w - s.pad_left;
+      }
       for (int64_t g = 0; g < G; ++g) {
         std::fill(gz_pack.begin(), gz_pack.end(), T(0));
         for (int64_t p = 0; p < px; ++p)
@@ -733,11 +756,9 @@ void weight_gradient(const ConvShape& s, const ConvBackwardArgs& a) {
           for (int64_t q = 0; q < s.S; ++q) {
             bool any = false;
             for (int64_t p = 0; p < px; ++p) {
-              const int64_t pix = pix0 + p, n = pix / (s.P * s.Q), oh = (pix / s.Q) % s.P, ow = pix % s.Q;
-              const int64_t ih = oh * s.stride_h - s.pad_top + r * s.dilation_h;
-              const int64_t iw = ow * s.stride_w - s.pad_left + q * s.dilation_w;
+              const int64_t ih = top[p] + r * s.dilation_h, iw = left[p] + q * s.dilation_w;
               const bool inside = ih >= 0 && ih < s.H && iw >= 0 && iw < s.W;
-              source[p] = inside ? (n * s.H + ih) * s.W + iw : -1;
+              source[p] = inside ? (image[p] * s.H + ih) * s.W + iw : -1;
               any |= inside;
             }
             if (!any) continue;
@@ -752,8 +773,9 @@ void weight_gradient(const ConvShape& s, const ConvBackwardArgs& a) {
             }
             T* dw = mine + (g * RS + r * s.S + q) * k_rows * c_cols;
             for (int64_t k0 = 0; k0 < k_rows; k0 += kWgradRows)
-              for (int64_t c0 = 0; c0 < c_cols; c0 += kWgradCols<T>)
-                wgrad_tile<T>(gz_pack.data() + k0, k_rows, x_pack.data() + c0, c_cols, px, dw + k0 * c_cols + c0, c_cols);
+              for (int64_t c0 = 0; c0 < c_cols; c0 += kCols)
+                wgrad_tile<T, kWgradRows, kWgradVectors>(gz_pack.data() + k0, k_rows, x_pack.data() + c0, c_cols, px,
+                                                          dw + k0 * c_cols + c0, c_cols);
           }
       }
     }
