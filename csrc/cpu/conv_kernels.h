@@ -105,6 +105,19 @@ inline T activation_slope(T a, int64_t activation) {  // d act / dz from z (gelu
   }
 }
 
+// The logistic sigmoid per lane: float through exp2_simd (within a few ulp of 1 / (1 + exp(-z))),
+// float64 (the gradcheck dtype) exactly, lane by lane.
+template <typename T>
+BIGKERN_ATTN_INLINE simd_t<T> sigmoid_lanes(simd_t<T> z) {
+  if constexpr (std::is_same_v<T, float>) {
+    return vsplat(1.0f) / (vsplat(1.0f) + exp2_simd(z * vsplat(-1.4426950408889634f)));
+  } else {
+    simd_t<T> r;
+    for (int64_t lane = 0; lane < kLanes<T>; ++lane) r[lane] = T(1) / (T(1) + std::exp(-z[lane]));
+    return r;
+  }
+}
+
 // out[i][h] (+)= sum over the listed taps t and c < depth of src[t][i][offset + c] *
 // panel[taps[t]][c][h*L .. h*L+L), starting from zero or, to continue a previous channel
 // chunk, from `out`. Each tap's products are summed in registers from zero and then added to
@@ -305,22 +318,26 @@ BIGKERN_ATTN_INLINE void store_tile(const simd_t<T> (&acc)[kTilePixels][kVectors
   T* out = static_cast<T*>(dst.data);
   const T* res = static_cast<const T*>(e.residual.data);
   T* pre = static_cast<T*>(e.preact.data);
-  const bool vector_path = count == kBlock<T> && dst.sc == 1 && pre == nullptr && e.activation <= 1 &&
-                           (res == nullptr || e.residual.sc == 1);
-  if (vector_path) {  // channels_last output: whole vectors, relu as a max
-    for (int v = 0; v < kVectors; ++v) {
-      const simd_t<T> bias = e.bias ? vload(e.bias + ch0 + v * L) : simd_t<T>{};
-      for (int i = 0; i < px; ++i) {
-        simd_t<T> z = acc[i][v] + bias;
-        if (res != nullptr) z += vload(res + res_at[i] + v * L);
-        if (e.activation == 1) z = z < simd_t<T>{} ? simd_t<T>{} : z;
-        vstore(out + out_at[i] + v * L, z);
-      }
+  // Whole vectors of channels where the destination, residual and pre-activation are
+  // channels-last (NCHW outputs go through a channels-last staging buffer): relu as a select,
+  // silu through the vector exp; gelu (erf) and the channels past the last whole vector go
+  // element by element.
+  const bool vectors_ok = dst.sc == 1 && (pre == nullptr || e.preact.sc == 1) &&
+                          (res == nullptr || e.residual.sc == 1) && e.activation != 2;
+  const int whole = vectors_ok ? static_cast<int>(count / L) : 0;
+  for (int v = 0; v < whole; ++v) {
+    const simd_t<T> bias = e.bias ? vload(e.bias + ch0 + v * L) : simd_t<T>{};
+    for (int i = 0; i < px; ++i) {
+      simd_t<T> z = acc[i][v] + bias;
+      if (res != nullptr) z += vload(res + res_at[i] + v * L);
+      if (pre != nullptr) vstore(pre + pre_at[i] + v * L, z);
+      if (e.activation == 1) z = z < simd_t<T>{} ? simd_t<T>{} : z;
+      if (e.activation == 3) z = z * sigmoid_lanes<T>(z);
+      vstore(out + out_at[i] + v * L, z);
     }
-    return;
   }
   // Channel-major order: for NCHW outputs consecutive stores are the row's consecutive pixels.
-  for (int64_t j = 0; j < count; ++j) {
+  for (int64_t j = whole * L; j < count; ++j) {
     const T b = e.bias ? e.bias[ch0 + j] : T(0);
     for (int i = 0; i < px; ++i) {
       T z = acc[i][j / L][j % L] + b;
@@ -574,8 +591,25 @@ void preactivation_gradient(const ConvShape& s, const ConvBackwardArgs& a, const
     T* sums = partial.data() + me * (K + L);
     for (int64_t pix = pixels * me / team; pix < pixels * (me + 1) / team; ++pix) {
       const T* row = gz + pix * K;
-      if (a.activation != 0) {
+      if (a.activation == 1) {  // relu: the gradient passes where the output is positive (as torch's)
         T* out = const_cast<T*>(row);  // gz is the kernel's own scratch when there is an activation
+        const T* g = go + pix * K;
+        const T* y = act + pix * K;
+        int64_t k = 0;
+        for (; k < full; k += L) vstore(out + k, vload(y + k) > simd_t<T>{} ? vload(g + k) : simd_t<T>{});
+        for (; k < K; ++k) out[k] = y[k] > T(0) ? g[k] : T(0);
+      } else if (a.activation == 3) {  // silu: sigmoid(z) * (1 + z * (1 - sigmoid(z)))
+        T* out = const_cast<T*>(row);
+        const T* g = go + pix * K;
+        const T* z = act + pix * K;
+        int64_t k = 0;
+        for (; k < full; k += L) {
+          const simd_t<T> zv = vload(z + k), sig = sigmoid_lanes<T>(zv);
+          vstore(out + k, vload(g + k) * (sig * (vsplat(T(1)) + zv * (vsplat(T(1)) - sig))));
+        }
+        for (; k < K; ++k) out[k] = g[k] * activation_slope(z[k], a.activation);
+      } else if (a.activation != 0) {
+        T* out = const_cast<T*>(row);
         for (int64_t k = 0; k < K; ++k) out[k] = go[pix * K + k] * activation_slope(act[pix * K + k], a.activation);
       }
       int64_t k = 0;

@@ -111,6 +111,27 @@ def test_random_configurations_cpu(seed):
     run_case(cfg, "cpu", torch.float32, seed)
 
 
+def wide_config(seed: int) -> dict:
+    """A random configuration with channel counts that the AVX-512 build takes (tile widths within
+    25% of a multiple of 64, csrc/cpu/conv.cpp: fills_wide_tiles), with partial 64-channel blocks."""
+    cfg = random_config(2000 + seed)
+    rng = random.Random(seed)
+    widths = [56, 64, 110, 128, 250]
+    if rng.random() < 0.25:  # depthwise
+        c = rng.choice(widths)
+        cfg.update(c=c, k=c, groups=c)
+    else:
+        g = rng.choice([1, 1, 2])
+        cfg.update(groups=g, c=g * rng.choice(widths), k=g * rng.choice(widths))
+    cfg["n"] = 1
+    return cfg
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_configurations_wide_channels_cpu(seed):
+    run_case(wide_config(seed), "cpu", torch.float32, seed)
+
+
 @pytest.mark.parametrize("seed", range(8))
 def test_random_configurations_cpu_bfloat16(seed):
     run_case(random_config(1000 + seed), "cpu", torch.bfloat16, seed)
@@ -144,12 +165,12 @@ def test_cuda_specialised_paths(shape, dtype):
     run_case(cfg, "cuda", dtype, 0)
 
 
-@pytest.mark.parametrize("k, layout", [(40, "channels_last"), (130, "contiguous")])
+@pytest.mark.parametrize("k, layout", [(40, "channels_last"), (130, "contiguous"), (250, "contiguous"), (250, "channels_last")])
 def test_deep_reduction_and_wide_output_cpu(k, layout):
-    """More channels than one weight-panel chunk and than one register tile's channel block: 130
-    output channels are two full AVX-512 blocks (64) and a 2-channel tail, and no multiple of the
-    wgrad tile's rows (6 or 12). The NCHW case also covers the 8 x 8 transposing copy-out (rows
-    of 13 pixels: one block and a tail)."""
+    """More channels than one weight-panel chunk and than one register tile's channel block: 250
+    output channels are three full AVX-512 blocks (64) and a 58-channel tail, and no multiple of
+    the wgrad tile's rows (6 or 12); 40 and 130 run the AVX2 build on AVX-512 machines. The NCHW
+    cases also cover the 8 x 8 transposing copy-out (rows of 13 pixels: one block and a tail)."""
     cfg = dict(n=2, c=300, h=6, w=13, k=k, kernel=(3, 3), stride=(1, 1), padding=1, dilation=(1, 1), groups=1,
                bias=True, residual=True, activation="silu", layout=layout)  # fmt: skip
     run_case(cfg, "cpu", torch.float32, 5)
@@ -309,7 +330,7 @@ def test_float16_on_cpu_falls_back_under_auto_and_is_refused_explicitly():
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-@pytest.mark.parametrize("channels, stride, dilation", [(37, (1, 1), (1, 1)), (70, (1, 1), (1, 1)), (16, (2, 1), (1, 2)), (8, (1, 1), (2, 2))])
+@pytest.mark.parametrize("channels, stride, dilation", [(37, (1, 1), (1, 1)), (70, (1, 1), (1, 1)), (120, (1, 1), (1, 1)), (16, (2, 1), (1, 2)), (8, (1, 1), (2, 2))])
 def test_depthwise_cpu(channels, stride, dilation, layout):
     """The depthwise path: whole vector blocks, a channel tail, strides and dilation."""
     cfg = dict(n=2, c=channels, h=11, w=10, k=channels, kernel=(3, 3), stride=stride, padding=1, dilation=dilation,
