@@ -19,22 +19,26 @@
 namespace bigkern::cpu {
 namespace {
 
-// AVX-512's register tiles are 64 channels wide (16 floats x 4 vectors), AVX2's 16. A layer whose
-// tile width is far from a multiple of 64 would spend most of the wide tile's lanes on padding:
-// at 32 channels the AVX-512 build took 2.2x torch's time where the AVX2 build wastes nothing
-// (LeNet's 6 output channels would fill a tenth). Such layers run the AVX2 build. The forward's
-// tile spans the output channels (all channels for depthwise); the backward's also the input
-// channels (dgrad's tile, wgrad's columns). `bigkern._C.cpu_isa()` reports the widest build.
-bool fills_wide_tiles(const ConvShape& s, bool backward) {
+// AVX-512's register tiles are 64 channels wide (16 floats x 4 vectors) or 32 (the narrow build),
+// AVX2's 16. A layer whose tile width is far from a multiple of the block would spend the tile's
+// lanes on padding: at 32 channels the 64-wide build took 2.2x torch's time. Each layer takes the
+// widest block it fills to within 25% (64, then 32, else the AVX2 build: LeNet's 6 channels). The
+// forward's tile spans the output channels (all channels for depthwise); the backward's also the
+// input channels (dgrad's tile, wgrad's columns). `bigkern._C.cpu_isa()` reports the widest build.
+bool fills_blocks(const ConvShape& s, bool backward, int64_t block) {
   const bool depthwise = s.groups == s.C && s.groups == s.K && s.C > 1;
-  auto fills = [](int64_t width) { return (width + 63) / 64 * 64 * 4 <= width * 5; };  // <= 25% padding
+  auto fills = [block](int64_t width) { return (width + block - 1) / block * block * 4 <= width * 5; };
   if (depthwise) return fills(s.C);
   return fills(s.K / s.groups) && (!backward || fills(s.C / s.groups));
 }
 
 const ConvKernelTable& kernels(const ConvShape& s, bool backward) {
   static const IsaLevel level = cpu_isa_level();
-  if (level == IsaLevel::kAvx512) return fills_wide_tiles(s, backward) ? avx512::conv_kernels() : avx2::conv_kernels();
+  if (level == IsaLevel::kAvx512) {
+    if (fills_blocks(s, backward, 64)) return avx512::conv_kernels();
+    if (fills_blocks(s, backward, 32)) return avx512_narrow::conv_kernels();
+    return avx2::conv_kernels();
+  }
   return level == IsaLevel::kAvx2 ? avx2::conv_kernels() : baseline::conv_kernels();
 }
 

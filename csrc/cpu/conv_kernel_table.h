@@ -1,5 +1,6 @@
 // The CPU convolution kernels as a table of functions, one table per instruction set
-// (conv_kernels_avx512.cpp, conv_kernels_avx2.cpp, conv_kernels_baseline.cpp). conv.cpp validates the arguments, brings
+// (conv_kernels_avx512.cpp, conv_kernels_avx512_narrow.cpp, conv_kernels_avx2.cpp,
+// conv_kernels_baseline.cpp). conv.cpp validates the arguments, brings
 // the operands into the layouts below, picks the table once at run time and calls it. The
 // kernels compute in T = float (float32 and bfloat16 tensors; conv.cpp converts bfloat16) or
 // T = double (float64, the gradcheck dtype); `is_double` says which.
@@ -59,6 +60,9 @@ namespace avx2 {
 const ConvKernelTable& conv_kernels();
 }
 namespace avx512 {
+const ConvKernelTable& conv_kernels();
+}
+namespace avx512_narrow {
 const ConvKernelTable& conv_kernels();
 }
 

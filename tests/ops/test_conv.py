@@ -112,11 +112,11 @@ def test_random_configurations_cpu(seed):
 
 
 def wide_config(seed: int) -> dict:
-    """A random configuration with channel counts that the AVX-512 build takes (tile widths within
-    25% of a multiple of 64, csrc/cpu/conv.cpp: fills_wide_tiles), with partial 64-channel blocks."""
+    """A random configuration with channel counts that the AVX-512 builds take (tile widths within
+    25% of a multiple of 64 or 32, csrc/cpu/conv.cpp: kernels), with partial blocks."""
     cfg = random_config(2000 + seed)
     rng = random.Random(seed)
-    widths = [56, 64, 110, 128, 250]
+    widths = [28, 32, 56, 64, 110, 128, 250]
     if rng.random() < 0.25:  # depthwise
         c = rng.choice(widths)
         cfg.update(c=c, k=c, groups=c)
@@ -169,7 +169,8 @@ def test_cuda_specialised_paths(shape, dtype):
 def test_deep_reduction_and_wide_output_cpu(k, layout):
     """More channels than one weight-panel chunk and than one register tile's channel block: 250
     output channels are three full AVX-512 blocks (64) and a 58-channel tail, and no multiple of
-    the wgrad tile's rows (6 or 12); 40 and 130 run the AVX2 build on AVX-512 machines. The NCHW
+    the wgrad tile's rows (6 or 12); 130 runs AVX-512's 32-wide build (four blocks and a tail) and
+40 the AVX2 build on AVX-512 machines. The NCHW
     cases also cover the 8 x 8 transposing copy-out (rows of 13 pixels: one block and a tail)."""
     cfg = dict(n=2, c=300, h=6, w=13, k=k, kernel=(3, 3), stride=(1, 1), padding=1, dilation=(1, 1), groups=1,
                bias=True, residual=True, activation="silu", layout=layout)  # fmt: skip
