@@ -2,6 +2,7 @@
 with gloo: after N steps the parameters equal those of one process training on the same global
 batch (gradient averaging over equal shards is the mean over the whole batch)."""
 
+import gc
 import os
 import socket
 
@@ -45,25 +46,34 @@ def train(model, name, rank=0, world=1):
         optimizer.step()
 
 
+def train_wrapped(rank, wrapper, name):
+    """Trains this rank's replica or shard and returns the full state dict; the wrapper (and the
+    collective work it holds) is garbage once this returns."""
+    model = build(name)
+    if wrapper == "ddp":
+        wrapped = torch.nn.parallel.DistributedDataParallel(model)
+    else:
+        from torch.distributed.fsdp import fully_shard
+
+        wrapped = fully_shard(model)
+    train(wrapped, name, rank, WORLD)
+    return {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().clone() for k, v in model.state_dict().items()}
+
+
 def worker(rank, port, wrapper, name, out_path):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     torch.set_num_threads(1)
     try:
-        model = build(name)
-        if wrapper == "ddp":
-            wrapped = torch.nn.parallel.DistributedDataParallel(model)
-        else:
-            from torch.distributed.fsdp import fully_shard
-
-            wrapped = fully_shard(model)
-        train(wrapped, name, rank, WORLD)
-        state = {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().clone() for k, v in model.state_dict().items()}
+        state = train_wrapped(rank, wrapper, name)
         if rank == 0:
             torch.save(state, out_path)
-        # Every rank's collectives must be finished before any rank tears gloo down: a rank that
-        # destroys its group while a peer's work is still in flight can abort in gloo's worker
-        # threads ("terminate called without an active exception", seen once in CI under load).
+        # Teardown order matters with gloo: the DDP/FSDP wrappers (which hold gloo work objects)
+        # are collected first, then every rank waits for the others' collectives, and only then is
+        # the group destroyed. A wrapper that outlived the group, or a rank that tore it down while
+        # a peer's work was in flight, aborted a rank now and then under load ("terminate called
+        # without an active exception" from gloo's threads).
+        gc.collect()
         dist.barrier()
     finally:
         dist.destroy_process_group()

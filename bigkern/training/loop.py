@@ -12,6 +12,7 @@ network in plain torch.nn layers), so its samples/s compare directly with a bigk
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import os
 import time
@@ -198,7 +199,12 @@ def run(options, out=print) -> TrainResult:
         else:
             result.final = {k: v for k, v in result.epochs[-1].items() if k.startswith("test_")}
     if started_group:
-        torch.distributed.barrier()  # no rank tears the group down while a peer still has work in flight
+        # The DDP wrapper holds gloo/NCCL work objects: it goes first, then every rank waits for
+        # the others, and only then is the group torn down (gloo aborted a rank now and then when
+        # a wrapper outlived its group or a peer's work was still in flight).
+        del step_model
+        gc.collect()
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     if options.save and rank == 0:
         torch.save({"task": name, "model_class": type(model).__name__, "model": model.state_dict(),
