@@ -443,11 +443,15 @@ void implicit_gemm(const ConvShape& s, const T* src, const std::vector<T>& panel
     if (t < 0 || t % stride != 0 || t / stride >= extent) return -1;
     return t / stride;
   };
-  // Work items (strips) are handed out one at a time from a shared counter rather than split
-  // evenly in advance: when one core runs slower (a busy sibling hyperthread, a shared host),
-  // the other takes more strips instead of waiting for it at the end.
+  // Work items (strips) are handed out in runs of consecutive strips from a shared counter rather
+  // than split evenly in advance: when one core runs slower (a busy sibling hyperthread, a shared
+  // host), the other takes more runs instead of waiting for it at the end. Runs (about 1/8 of a
+  // thread's share) rather than single strips, so that two threads rarely write neighbouring
+  // strips: in NCHW outputs those share cache lines at every channel's row.
   const int64_t items = s.N * strips;
-  std::atomic<int64_t> next_item{0};
+  const int64_t team = std::min(worker_count(), items);
+  const int64_t run_length = std::max<int64_t>(1, items / (team * 8));
+  std::atomic<int64_t> next_run{0};
   auto work = [&]() {
     // Per tile of the strip: its taps' source pointers and which taps touch the input at all.
     std::vector<const T*> pointers(static_cast<size_t>(kStripTiles * RS * kTilePixels));
@@ -456,7 +460,12 @@ void implicit_gemm(const ConvShape& s, const T* src, const std::vector<T>& panel
     simd_t<T> acc[kStripTiles][kTilePixels][kVectors];
     std::vector<T> stage(staged ? static_cast<size_t>(kStripTiles * kTilePixels * stage_width) : 0);
     const Strided stage_dst{stage.data(), 0, 1, DW * stage_width, stage_width};
-    for (int64_t item = next_item++; item < items; item = next_item++) {
+    for (int64_t item = 0, run_end = 0; item < items; ++item) {
+      if (item == run_end) {  // claim the next run
+        item = next_run++ * run_length;
+        if (item >= items) break;
+        run_end = std::min(items, item + run_length);
+      }
       const int64_t n = item / strips, first = (item % strips) * kStripTiles;
       const int64_t count_tiles = std::min(kStripTiles, tiles - first);
       for (int64_t t = 0; t < count_tiles; ++t) {
@@ -560,11 +569,10 @@ void implicit_gemm(const ConvShape& s, const T* src, const std::vector<T>& panel
       }
     }
   };
-  const int64_t workers = std::min(worker_count(), items);
-  if (workers <= 1) {
+  if (team <= 1) {
     work();
   } else {
-#pragma omp parallel num_threads(workers)
+#pragma omp parallel num_threads(team)
     work();
   }
 }
