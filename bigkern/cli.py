@@ -116,7 +116,8 @@ def format_info(info: dict) -> str:
         f"Python    {info['python']}",
         "",
         "bigkern._C",
-        f"  CPU kernels   ISA {ext['cpu_isa'] or 'unknown'}",
+        f"  CPU kernels   ISA {ext['cpu_isa'] or 'unknown'}"
+        + ("  (convolution; pooling, attention and recurrent kernels use avx2)" if ext["cpu_isa"] == "avx512" else ""),
         "  CUDA kernels  "
         + (f"yes, for architectures {', '.join(ext['cuda_archs']) or '(none listed)'}" if ext["with_cuda_kernels"]
            else "no (built without a CUDA toolkit)"),
