@@ -23,7 +23,9 @@ static PyObject* cpu_isa(PyObject*, PyObject*) {
 }
 
 static PyMethodDef bigkern_methods[] = {
-    {"cpu_isa", cpu_isa, METH_NOARGS, "The widest instruction set the CPU kernels were selected for at run time (baseline, avx2 or avx512); each kernel family runs its widest build at or below it."},
+    {"cpu_isa", cpu_isa, METH_NOARGS,
+     "The widest instruction set the CPU kernels were selected for at run time (baseline, avx2 or avx512); "
+     "each kernel family runs its widest build at or below it."},
     {nullptr, nullptr, 0, nullptr},
 };
 

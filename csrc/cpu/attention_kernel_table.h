@@ -38,7 +38,6 @@ struct AttentionProblem {
 };
 
 struct AttentionKernelTable {
-  const char* isa;
   // out: contiguous (B, Hq, Lq, Dv) of p.dtype; lse: contiguous (B, Hq, Lq).
   void (*forward)(const AttentionProblem& p, void* out, float* lse);
   // grad_out and out: (B, Hq, Lq, Dv) views of p.dtype; lse: contiguous (B, Hq, Lq);

@@ -379,6 +379,6 @@ inline void attention_backward_entry(const AttentionProblem& p, const RowsView& 
 #undef BIGKERN_ATTN_DISPATCH
 
 const AttentionKernelTable& attention_kernels() {
-  static const AttentionKernelTable table{BIGKERN_ATTN_ISA_NAME, &attention_forward_entry, &attention_backward_entry};
+  static const AttentionKernelTable table{&attention_forward_entry, &attention_backward_entry};
   return table;
 }

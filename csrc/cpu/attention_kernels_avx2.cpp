@@ -8,12 +8,10 @@
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
 namespace bigkern::cpu::avx2 {
-#define BIGKERN_ATTN_ISA_NAME "avx2"
 #define BIGKERN_ATTN_VECTOR_BYTES 32
 #define BIGKERN_ATTN_FMA 1
 #define BIGKERN_ATTN_AVX2 1
 #include "cpu/attention_kernels.h"
-#undef BIGKERN_ATTN_ISA_NAME
 #undef BIGKERN_ATTN_VECTOR_BYTES
 #undef BIGKERN_ATTN_FMA
 #undef BIGKERN_ATTN_AVX2

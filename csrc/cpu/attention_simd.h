@@ -107,7 +107,14 @@ BIGKERN_ATTN_INLINE simd_t<float> exp2_simd(simd_t<float> x) {
 
 // float64 is the gradcheck dtype: exactness over speed, the C library per lane.
 BIGKERN_ATTN_INLINE simd_t<double> exp2_simd(simd_t<double> x) {
-  simd_t<double> result;
+  simd_t<double> result{};  // every lane is set below; the braces keep -Wmaybe-uninitialized quiet
   for (int64_t lane = 0; lane < Simd<double>::kLanes; ++lane) result[lane] = std::exp2(x[lane]);
   return result;
+}
+
+// The logistic function per lane, through exp2_simd (the recurrent gates, the convolution's silu).
+template <typename acc>
+BIGKERN_ATTN_INLINE simd_t<acc> sigmoid_v(simd_t<acc> x) {
+  const simd_t<acc> one = vsplat(acc(1));
+  return one / (one + exp2_simd(x * vsplat(acc(-1.4426950408889634))));
 }

@@ -26,9 +26,8 @@ namespace {
 // forward's tile spans the output channels (all channels for depthwise); the backward's also the
 // input channels (dgrad's tile, wgrad's columns). `bigkern._C.cpu_isa()` reports the widest build.
 bool fills_blocks(const ConvShape& s, bool backward, int64_t block) {
-  const bool depthwise = s.groups == s.C && s.groups == s.K && s.C > 1;
   auto fills = [block](int64_t width) { return (width + block - 1) / block * block * 4 <= width * 5; };
-  if (depthwise) return fills(s.C);
+  if (is_depthwise(s)) return fills(s.C);
   return fills(s.K / s.groups) && (!backward || fills(s.C / s.groups));
 }
 

@@ -17,6 +17,10 @@ struct ConvShape {
   int64_t stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, groups;
 };
 
+// Depthwise convolution (one input and one output channel per group): the kernels give it its own
+// path (channels as vector lanes), and conv.cpp sizes its tile by all C channels.
+inline bool is_depthwise(const ConvShape& s) { return s.groups == s.C && s.groups == s.K && s.C > 1; }
+
 // A 4-D tensor addressed by element strides in (n, c, h, w) order: outputs are written in the
 // caller's layout (NCHW, channels_last or a view) without a copy.
 struct Strided {
@@ -48,7 +52,6 @@ struct ConvBackwardArgs {
 };
 
 struct ConvKernelTable {
-  const char* isa;
   void (*forward)(const ConvShape& s, const ConvForwardArgs& a, bool is_double);
   void (*backward)(const ConvShape& s, const ConvBackwardArgs& a, bool is_double);
 };

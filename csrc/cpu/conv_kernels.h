@@ -113,19 +113,6 @@ inline T activation_slope(T a, int64_t activation) {  // d act / dz from z (gelu
   }
 }
 
-// The logistic sigmoid per lane: float through exp2_simd (within a few ulp of 1 / (1 + exp(-z))),
-// float64 (the gradcheck dtype) exactly, lane by lane.
-template <typename T>
-BIGKERN_ATTN_INLINE simd_t<T> sigmoid_lanes(simd_t<T> z) {
-  if constexpr (std::is_same_v<T, float>) {
-    return vsplat(1.0f) / (vsplat(1.0f) + exp2_simd(z * vsplat(-1.4426950408889634f)));
-  } else {
-    simd_t<T> r;
-    for (int64_t lane = 0; lane < kLanes<T>; ++lane) r[lane] = T(1) / (T(1) + std::exp(-z[lane]));
-    return r;
-  }
-}
-
 // out[i][h] (+)= sum over the listed taps t and c < depth of src[t][i][offset + c] *
 // panel[taps[t]][c][h*L .. h*L+L), starting from zero or, to continue a previous channel
 // chunk, from `out`. Each tap's products are summed in registers from zero and then added to
@@ -230,18 +217,16 @@ BIGKERN_ATTN_INLINE void dispatch_pixels(int px, F&& f) {
   }
 }
 
-// Depthwise convolution (one input and one output channel per group) is not a product over
-// channels: each output channel is its own input channel's stencil. The tile holds the same
-// pixels x channels as the GEMM tile, but the channels are the vector lanes of both operands:
-// acc[i][v] += x[src(pixel i, tap)][ch0 + v*L ..] * w[tap][ch0 + v*L ..]. A block at the
-// channel tail (fewer than kBlock channels left) is computed lane by lane, so no load runs past
-// a pixel's channels.
-inline bool is_depthwise(const ConvShape& s) { return s.groups == s.C && s.groups == s.K && s.C > 1; }
-
 // A reduction over a few channels per tap would spend more on each tap's setup than on its
 // multiply-adds, and wgrad's vector columns would be mostly padding.
 inline bool uses_patches(const ConvShape& s) { return s.groups == 1 && s.C <= kPatchChannels; }
 
+// Depthwise convolution (is_depthwise: one input and one output channel per group) is not a
+// product over channels: each output channel is its own input channel's stencil. The tile holds the same
+// pixels x channels as the GEMM tile, but the channels are the vector lanes of both operands:
+// acc[i][v] += x[src(pixel i, tap)][ch0 + v*L ..] * w[tap][ch0 + v*L ..]. A block at the
+// channel tail (fewer than kBlock channels left) is computed lane by lane, so no load runs past
+// a pixel's channels.
 template <typename T>
 std::vector<T> pack_depthwise_panel(const T* w, const ConvShape& s) {
   const int64_t RS = s.R * s.S, padded = ceil_div(s.C, kBlock<T>) * kBlock<T>;
@@ -312,8 +297,9 @@ inline int64_t pixel_offset(const Strided& t, int64_t n, int64_t row, int64_t co
 // The output goes to `dst` (e.out, or a staging buffer: see implicit_gemm), whose pixel
 // offsets are shifted by `dst_shift` elements.
 template <typename T>
-BIGKERN_ATTN_INLINE void store_tile(const simd_t<T> (&acc)[kTilePixels][kVectors], int px, int64_t n, int64_t pix0, int64_t cols, int64_t ch0,
-                int64_t count, const Epilogue<T>& e, const Strided& dst, int64_t dst_shift) {
+BIGKERN_ATTN_INLINE void store_tile(const simd_t<T> (&acc)[kTilePixels][kVectors], int px, int64_t n, int64_t pix0,
+                                    int64_t cols, int64_t ch0, int64_t count, const Epilogue<T>& e, const Strided& dst,
+                                    int64_t dst_shift) {
   constexpr int64_t L = kLanes<T>;
   int64_t out_at[kTilePixels], res_at[kTilePixels], pre_at[kTilePixels];
   int64_t row = pix0 / cols, col = pix0 % cols;
@@ -340,7 +326,7 @@ BIGKERN_ATTN_INLINE void store_tile(const simd_t<T> (&acc)[kTilePixels][kVectors
       if (res != nullptr) z += vload(res + res_at[i] + v * L);
       if (pre != nullptr) vstore(pre + pre_at[i] + v * L, z);
       if (e.activation == 1) z = z < simd_t<T>{} ? simd_t<T>{} : z;
-      if (e.activation == 3) z = z * sigmoid_lanes<T>(z);
+      if (e.activation == 3) z = z * sigmoid_v<T>(z);
       vstore(out + out_at[i] + v * L, z);
     }
   }
@@ -620,7 +606,7 @@ void preactivation_gradient(const ConvShape& s, const ConvBackwardArgs& a, const
         const T* z = act + pix * K;
         int64_t k = 0;
         for (; k < full; k += L) {
-          const simd_t<T> zv = vload(z + k), sig = sigmoid_lanes<T>(zv);
+          const simd_t<T> zv = vload(z + k), sig = sigmoid_v<T>(zv);
           vstore(out + k, vload(g + k) * (sig * (vsplat(T(1)) + zv * (vsplat(T(1)) - sig))));
         }
         for (; k < K; ++k) out[k] = g[k] * activation_slope(z[k], a.activation);
@@ -877,6 +863,6 @@ void conv_backward(const ConvShape& s, const ConvBackwardArgs& a, bool is_double
 }
 
 const ConvKernelTable& conv_kernels() {
-  static const ConvKernelTable table{BIGKERN_ATTN_ISA_NAME, conv_forward, conv_backward};
+  static const ConvKernelTable table{conv_forward, conv_backward};
   return table;
 }

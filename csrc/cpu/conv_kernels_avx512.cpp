@@ -8,12 +8,10 @@
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")
 namespace bigkern::cpu::avx512 {
-#define BIGKERN_ATTN_ISA_NAME "avx512"
 #define BIGKERN_ATTN_VECTOR_BYTES 64
 #define BIGKERN_ATTN_FMA 1
 #define BIGKERN_ATTN_AVX2 1
 #include "cpu/conv_kernels.h"
-#undef BIGKERN_ATTN_ISA_NAME
 #undef BIGKERN_ATTN_VECTOR_BYTES
 #undef BIGKERN_ATTN_FMA
 #undef BIGKERN_ATTN_AVX2

@@ -7,14 +7,12 @@
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")
 namespace bigkern::cpu::avx512_narrow {
-#define BIGKERN_ATTN_ISA_NAME "avx512"
 #define BIGKERN_ATTN_VECTOR_BYTES 64
 #define BIGKERN_ATTN_FMA 1
 #define BIGKERN_ATTN_AVX2 1
 #define BIGKERN_CONV_NARROW_TILE 1
 #include "cpu/conv_kernels.h"
 #undef BIGKERN_CONV_NARROW_TILE
-#undef BIGKERN_ATTN_ISA_NAME
 #undef BIGKERN_ATTN_VECTOR_BYTES
 #undef BIGKERN_ATTN_FMA
 #undef BIGKERN_ATTN_AVX2

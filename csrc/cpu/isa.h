@@ -38,7 +38,8 @@ inline IsaLevel cpu_isa_level() {
     IsaLevel limit = IsaLevel::kBaseline;
     if (cap == "avx2") limit = IsaLevel::kAvx2;
     else if (cap == "avx512") limit = IsaLevel::kAvx512;
-    else TORCH_CHECK(cap == "baseline", "BIGKERN_CPU_ISA=", forced, " is not supported; it takes baseline, avx2 or avx512");
+    else
+      TORCH_CHECK(cap == "baseline", "BIGKERN_CPU_ISA=", forced, " is not supported; it takes baseline, avx2 or avx512");
     return static_cast<int>(limit) < static_cast<int>(best) ? limit : best;
   }();
   return level;

@@ -95,7 +95,7 @@ inline void adaptive_avg_pool2d_backward_entry(const at::Tensor& grad_out, at::T
 
 const PoolKernelTable& pool_kernels() {
   static const PoolKernelTable table{
-      BIGKERN_ISA_NAME,          max_pool2d_entry,          avg_pool2d_entry,
+      max_pool2d_entry,          avg_pool2d_entry,
       adaptive_avg_pool2d_entry, adaptive_max_pool2d_entry, max_backward_entry,
       avg_pool2d_backward_entry, adaptive_avg_pool2d_backward_entry,
   };

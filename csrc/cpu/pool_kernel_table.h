@@ -12,7 +12,6 @@
 namespace bigkern::cpu {
 
 struct PoolKernelTable {
-  const char* isa;
   // indices == nullptr: inference, no index written.
   void (*max_pool2d)(const at::Tensor& x, at::Tensor& out, at::Tensor* indices, const Pool2dGeometry& g);
   void (*avg_pool2d)(const at::Tensor& x, at::Tensor& out, const Pool2dGeometry& g, bool count_include_pad,

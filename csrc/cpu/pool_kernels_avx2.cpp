@@ -7,11 +7,9 @@
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
 namespace bigkern::cpu::avx2 {
-#define BIGKERN_ISA_NAME "avx2"
 #define BIGKERN_VECTOR_LANES 8
 #include "cpu/pool_kernels.h"
 #include "cpu/pool_kernel_entries.h"
-#undef BIGKERN_ISA_NAME
 #undef BIGKERN_VECTOR_LANES
 }  // namespace bigkern::cpu::avx2
 #pragma GCC pop_options

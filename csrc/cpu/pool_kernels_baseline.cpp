@@ -2,10 +2,8 @@
 #include "cpu/pool_kernels_includes.h"
 
 namespace bigkern::cpu::baseline {
-#define BIGKERN_ISA_NAME "baseline"
 #define BIGKERN_VECTOR_LANES 4
 #include "cpu/pool_kernels.h"
 #include "cpu/pool_kernel_entries.h"
-#undef BIGKERN_ISA_NAME
 #undef BIGKERN_VECTOR_LANES
 }  // namespace bigkern::cpu::baseline

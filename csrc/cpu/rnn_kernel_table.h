@@ -58,7 +58,6 @@ struct RnnBackwardOut {
 };
 
 struct RnnKernelTable {
-  const char* isa;
   void (*layer_forward)(const RnnProblem& p, const RnnForwardOut& out);
   void (*layer_backward)(const RnnProblem& p, const RnnBackwardIn& in, const RnnBackwardOut& out);
   void (*cell_forward)(const RnnProblem& p, const RnnForwardOut& out);

@@ -75,12 +75,6 @@ BIGKERN_ATTN_INLINE void tile_product(int64_t K, const acc* __restrict__ a, int6
 }
 
 template <typename acc>
-BIGKERN_ATTN_INLINE simd_t<acc> sigmoid_v(simd_t<acc> x) {
-  const simd_t<acc> one = vsplat(acc(1));
-  return one / (one + exp2_simd(x * vsplat(acc(-1.4426950408889634))));
-}
-
-template <typename acc>
 BIGKERN_ATTN_INLINE simd_t<acc> tanh_v(simd_t<acc> x) {
   return vsplat(acc(2)) * sigmoid_v<acc>(x + x) - vsplat(acc(1));
 }
@@ -622,7 +616,6 @@ inline bool rnn_is_double(const RnnProblem& p) { return p.dtype == c10::ScalarTy
 
 const RnnKernelTable& rnn_kernels() {
   static const RnnKernelTable table = {
-      BIGKERN_ATTN_ISA_NAME,
       [](const RnnProblem& p, const RnnForwardOut& o) {
         rnn_is_double(p) ? rnn_detail::layer_forward_dispatch<double>(p, o) : rnn_detail::layer_forward_dispatch<float>(p, o);
       },

@@ -3,12 +3,10 @@
 #include "cpu/rnn_kernels_includes.h"
 
 namespace bigkern::cpu::baseline {
-#define BIGKERN_ATTN_ISA_NAME "baseline"
 #define BIGKERN_ATTN_VECTOR_BYTES 16
 #define BIGKERN_ATTN_FMA 0
 #define BIGKERN_ATTN_AVX2 0
 #include "cpu/rnn_kernels.h"
-#undef BIGKERN_ATTN_ISA_NAME
 #undef BIGKERN_ATTN_VECTOR_BYTES
 #undef BIGKERN_ATTN_FMA
 #undef BIGKERN_ATTN_AVX2
