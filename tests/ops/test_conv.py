@@ -207,6 +207,21 @@ def test_gradcheck_float64():
         assert torch.autograd.gradcheck(fn, (x, w, b, res))
 
 
+@pytest.mark.parametrize("case", ["depthwise-56", "pointwise-28"])
+def test_gradcheck_float64_avx512_tiles(case):
+    """float64 through the AVX-512 builds on machines that have them: 56 depthwise channels fill
+    the 64-wide tile, 28 channels the 32-wide one (csrc/cpu/conv.cpp: kernels); silu covers the
+    vector sigmoid's float64 lanes."""
+    gen = torch.Generator().manual_seed(4)
+    c, groups, kernel = (56, 56, 3) if case == "depthwise-56" else (28, 1, 1)
+    x = torch.randn(1, c, 4, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(c, c // groups, kernel, kernel, generator=gen, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(c, generator=gen, dtype=torch.float64, requires_grad=True)
+    fn = lambda x, w, b: bigkern.ops.conv2d(x, w, b, padding=kernel // 2, groups=groups, activation="silu")  # noqa: E731
+    with bigkern.use_backend("cpu"):
+        assert torch.autograd.gradcheck(fn, (x, w, b))
+
+
 def test_opcheck():
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(2, 4, 7, 6, generator=gen).contiguous(memory_format=torch.channels_last)
