@@ -79,9 +79,8 @@ template <typename T>
 constexpr int64_t kLanes = Simd<T>::kLanes;
 
 template <typename T>
-using AlignedPanel = std::vector<T>;
-template <typename T>
 constexpr int64_t kBlock = kVectors * Simd<T>::kLanes;  // channels per register tile column block
+constexpr int64_t kPrefetchRows = 4;  // tile_product's weight prefetch distance, in rows of kBlock weights
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -141,6 +140,13 @@ BIGKERN_ATTN_INLINE void tile_product(const T* const* __restrict__ src, const in
 #pragma GCC unroll 12
     for (int i = 0; i < PX; ++i) p[i] = src[t * kTilePixels + i] + offset;
     for (int64_t c = 0; c < depth; ++c) {
+      // The weights stream from L2 (a 3x3 64 -> 64 layer's panel is 147 KB, read once per tile);
+      // fetched kPrefetchRows rows ahead they are in L1 when loaded (4% faster on the Xeon,
+      // single thread, with the interior-tile pointer tables of implicit_gemm). A prefetch past the
+      // panel's end is harmless: prefetches never fault.
+#pragma GCC unroll 4
+      for (int64_t line = 0; line < kBlock<T> * static_cast<int64_t>(sizeof(T)); line += 64)
+        __builtin_prefetch(reinterpret_cast<const char*>(w + kPrefetchRows * kBlock<T>) + line);
       // Hold the shorter side of the tile in registers (the weights for 6 x 2, the broadcasts for
       // 3 x 4) and stream the other, so accumulators + operands fit in the register file.
       if constexpr (kVectors <= kTilePixels) {
@@ -429,6 +435,16 @@ void implicit_gemm(const ConvShape& s, const T* src, const std::vector<T>& panel
     if (t < 0 || t % stride != 0 || t / stride >= extent) return -1;
     return t / stride;
   };
+  // Where the source coordinate is affine in the tap (the forward; dgrad at stride 1), a tap's
+  // source pixel is the pixel's first tap's plus a per-tap offset, and a tile whose taps all land
+  // inside the input (most tiles of a padded layer) fills its pointer table without bounds checks
+  // per tap: the checks were 4% of the forward's time.
+  const bool affine = !kTransposed || (s.stride_h == 1 && s.stride_w == 1);
+  const int64_t step_h = kTransposed ? -s.dilation_h : s.dilation_h, step_w = kTransposed ? -s.dilation_w : s.dilation_w;
+  auto first_source = [](int64_t d, int64_t stride, int64_t pad) { return kTransposed ? d + pad : d * stride - pad; };
+  std::vector<int64_t> tap_delta(static_cast<size_t>(RS));
+  for (int64_t r = 0; r < s.R; ++r)
+    for (int64_t q = 0; q < s.S; ++q) tap_delta[r * s.S + q] = (r * step_h * SW + q * step_w) * SC;
   // Work items (strips) are handed out in runs of consecutive strips from a shared counter rather
   // than split evenly in advance: when one core runs slower (a busy sibling hyperthread, a shared
   // host), the other takes more runs instead of waiting for it at the end. Runs (about 1/8 of a
@@ -488,6 +504,24 @@ void implicit_gemm(const ConvShape& s, const T* src, const std::vector<T>& panel
           }
           tile_taps[0] = 0, tap_counts[t] = 1;
           continue;
+        }
+        if (affine) {  // interior tiles: every tap of every pixel inside the input, no bounds per tap
+          bool inside = true;
+          int64_t base[kTilePixels];
+          for (int i = 0; i < px; ++i) {
+            const int64_t a = first_source(rows[i], s.stride_h, s.pad_top), b = first_source(cols[i], s.stride_w, s.pad_left);
+            const int64_t a_last = a + (s.R - 1) * step_h, b_last = b + (s.S - 1) * step_w;
+            inside &= std::min(a, a_last) >= 0 && std::max(a, a_last) < SH && std::min(b, b_last) >= 0 && std::max(b, b_last) < SW;
+            base[i] = ((n * SH + a) * SW + b) * SC;
+          }
+          if (inside) {
+            for (int64_t k = 0; k < RS; ++k) {
+              tile_taps[k] = k;
+              for (int i = 0; i < px; ++i) tile_pointers[k * kTilePixels + i] = src + base[i] + tap_delta[k];
+            }
+            tap_counts[t] = RS;
+            continue;
+          }
         }
         for (int64_t r = 0; r < s.R; ++r)
           for (int64_t q = 0; q < s.S; ++q) {
