@@ -192,21 +192,24 @@ std::vector<T> pack_panels(const T* w, const ConvShape& s, bool transposed) {
   const int64_t blocks = ceil_div(width, kBlock<T>), chunks = ceil_div(depth, kDepthChunk);
   const int64_t block_size = RS * depth * kBlock<T>;
   std::vector<T> panel(static_cast<size_t>(G * blocks * block_size), T(0));
-  at::parallel_for(0, G * blocks, 1, [&](int64_t b0, int64_t b1) {
-    for (int64_t gb = b0; gb < b1; ++gb) {
-      const int64_t g = gb / blocks, block = gb % blocks;
+  // Element strides in w (K, Cg, R, S) of a step along the panel's columns (j) and rows (d).
+  const int64_t column_stride = transposed ? RS : Cg * RS, row_stride = transposed ? Cg * RS : RS;
+  // Parallel over (group, block, tap) so that a single 64-channel block is packed by every thread:
+  // packing was most of a call's fixed cost (70 us for a 64 -> 64 3x3 layer, torch's whole call 25).
+  at::parallel_for(0, G * blocks * RS, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t item = b0; item < b1; ++item) {
+      const int64_t gb = item / RS, tap = item % RS, g = gb / blocks, block = gb % blocks;
+      const int64_t columns = std::min(kBlock<T>, width - block * kBlock<T>);
+      const T* base = w + (transposed ? g * Kg * Cg * RS + block * kBlock<T> * RS
+                                      : (g * Kg + block * kBlock<T>) * Cg * RS) + tap;
       for (int64_t chunk = 0; chunk < chunks; ++chunk) {
         const int64_t d0 = chunk * kDepthChunk, len = std::min(kDepthChunk, depth - d0);
         T* chunk_panel = panel.data() + gb * block_size + RS * d0 * kBlock<T>;
-        for (int64_t tap = 0; tap < RS; ++tap)
-          for (int64_t d = 0; d < len; ++d) {
-            T* dst = chunk_panel + (tap * len + d) * kBlock<T>;
-            for (int64_t j = 0; j < kBlock<T> && block * kBlock<T> + j < width; ++j) {
-              const int64_t t = block * kBlock<T> + j;
-              const int64_t k = g * Kg + (transposed ? d0 + d : t), c = transposed ? t : d0 + d;
-              dst[j] = w[(k * Cg + c) * RS + tap];
-            }
-          }
+        for (int64_t d = 0; d < len; ++d) {
+          T* dst = chunk_panel + (tap * len + d) * kBlock<T>;
+          const T* from = base + (d0 + d) * row_stride;
+          for (int64_t j = 0; j < columns; ++j) dst[j] = from[j * column_stride];
+        }
       }
     }
   });
