@@ -767,18 +767,33 @@ void patch_weight_gradient(const ConvShape& s, const ConvBackwardArgs& a) {
     T* mine = partial.data() + me * k_rows * c_cols;
     for (int64_t chunk = chunks * me / team; chunk < chunks * (me + 1) / team; ++chunk) {
       const int64_t pix0 = chunk * kChunk, px = std::min(kChunk, pixels - pix0);
+      // Pixel coordinates advance without divisions, and a one-channel kernel row that lies inside
+      // the input is one copy: gathering patches element by element, with three divisions per
+      // pixel, had taken 20% of LeNet-5's training step (its 1 -> 6 channel 5x5 first layer).
+      int64_t n = pix0 / (s.P * s.Q), oh = pix0 / s.Q % s.P, ow = pix0 % s.Q;
       for (int64_t p = 0; p < px; ++p) {
-        const int64_t pix = pix0 + p, n = pix / (s.P * s.Q), oh = (pix / s.Q) % s.P, ow = pix % s.Q;
-        std::copy_n(gz + pix * K, K, gz_pack.data() + p * k_rows);
+        std::copy_n(gz + (pix0 + p) * K, K, gz_pack.data() + p * k_rows);
         T* row = x_pack.data() + p * c_cols;
-        for (int64_t r = 0; r < s.R; ++r)
-          for (int64_t q = 0; q < s.S; ++q) {
-            const int64_t ih = oh * s.stride_h - s.pad_top + r * s.dilation_h;
-            const int64_t iw = ow * s.stride_w - s.pad_left + q * s.dilation_w;
-            const bool inside = ih >= 0 && ih < s.H && iw >= 0 && iw < s.W;
-            const T* xs = x + ((n * s.H + ih) * s.W + iw) * s.C;
-            for (int64_t c = 0; c < s.C; ++c) row[c * RS + r * s.S + q] = inside ? xs[c] : T(0);
+        const int64_t ih0 = oh * s.stride_h - s.pad_top, iw0 = ow * s.stride_w - s.pad_left;
+        const bool row_inside = s.C == 1 && s.dilation_w == 1 && iw0 >= 0 && iw0 + s.S - 1 < s.W;
+        for (int64_t r = 0; r < s.R; ++r) {
+          const int64_t ih = ih0 + r * s.dilation_h;
+          const bool ih_inside = ih >= 0 && ih < s.H;
+          const T* xs = x + (n * s.H + ih) * s.W * s.C;
+          if (ih_inside && row_inside) {
+            std::copy_n(xs + iw0, s.S, row + r * s.S);
+            continue;
           }
+          for (int64_t q = 0; q < s.S; ++q) {
+            const int64_t iw = iw0 + q * s.dilation_w;
+            const bool inside = ih_inside && iw >= 0 && iw < s.W;
+            for (int64_t c = 0; c < s.C; ++c) row[c * RS + r * s.S + q] = inside ? xs[iw * s.C + c] : T(0);
+          }
+        }
+        if (++ow == s.Q) {
+          ow = 0;
+          if (++oh == s.P) oh = 0, ++n;
+        }
       }
       for (int64_t k0 = 0; k0 < k_rows; k0 += kPatchWgradRows)
         for (int64_t c0 = 0; c0 < c_cols; c0 += kCols)
