@@ -11,6 +11,7 @@
 
 namespace bigkern::cpu {
 const char* selected_isa_name();
+bool amx_tiles_ready();
 }
 
 static PyObject* cpu_isa(PyObject*, PyObject*) {
@@ -22,10 +23,22 @@ static PyObject* cpu_isa(PyObject*, PyObject*) {
   }
 }
 
+static PyObject* cpu_amx(PyObject*, PyObject*) {
+  try {
+    return PyBool_FromLong(bigkern::cpu::amx_tiles_ready());
+  } catch (const std::exception& e) {
+    PyErr_SetString(PyExc_RuntimeError, e.what());
+    return nullptr;
+  }
+}
+
 static PyMethodDef bigkern_methods[] = {
     {"cpu_isa", cpu_isa, METH_NOARGS,
      "The widest instruction set the CPU kernels were selected for at run time (baseline, avx2 or avx512); "
      "each kernel family runs its widest build at or below it."},
+    {"cpu_amx", cpu_amx, METH_NOARGS,
+     "Whether float32 convolutions may run on the AMX tile unit (processor support, the kernel's permission, "
+     "and BIGKERN_CPU_AMX not 0)."},
     {nullptr, nullptr, 0, nullptr},
 };
 

@@ -34,6 +34,7 @@ bool fills_blocks(const ConvShape& s, bool backward, int64_t block) {
 const ConvKernelTable& kernels(const ConvShape& s, bool backward) {
   static const IsaLevel level = cpu_isa_level();
   if (level == IsaLevel::kAvx512) {
+    if (!backward && amx_tiles_ready() && amx_conv_usable(s)) return avx512::conv_kernels();  // float32: conv_amx.h
     if (fills_blocks(s, backward, 64)) return avx512::conv_kernels();
     if (fills_blocks(s, backward, 32)) return avx512_narrow::conv_kernels();
     return avx2::conv_kernels();

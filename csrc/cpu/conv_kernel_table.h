@@ -21,6 +21,12 @@ struct ConvShape {
 // path (channels as vector lanes), and conv.cpp sizes its tile by all C channels.
 inline bool is_depthwise(const ConvShape& s) { return s.groups == s.C && s.groups == s.K && s.C > 1; }
 
+// Layers the AMX forward serves (conv_amx.h) where the processor has the tiles: a reduction of
+// 32-channel chunks and 16-channel output tiles that are at least half full.
+inline bool amx_conv_usable(const ConvShape& s) {
+  return !is_depthwise(s) && s.C / s.groups >= 16 && s.K / s.groups >= 16;
+}
+
 // A 4-D tensor addressed by element strides in (n, c, h, w) order: outputs are written in the
 // caller's layout (NCHW, channels_last or a view) without a copy.
 struct Strided {

@@ -633,16 +633,25 @@ void implicit_gemm(const ConvShape& s, const T* src, const std::vector<T>& panel
   }
 }
 
+#ifdef BIGKERN_CONV_AMX
+#include "cpu/conv_amx.h"
+#endif
+
 template <typename T>
 void forward(const ConvShape& s, const ConvForwardArgs& a) {
   const T* w = static_cast<const T*>(a.weight);
-  const std::vector<T> panel = is_depthwise(s) ? pack_depthwise_panel(w, s) : pack_panels(w, s, false);
   std::vector<T> bias;
   if (a.bias != nullptr) {  // padded so the vector epilogue may read a whole block past the last channel
     bias.assign(static_cast<size_t>(s.K + kBlock<T>), T(0));
     std::copy_n(static_cast<const T*>(a.bias), s.K, bias.begin());
   }
   Epilogue<T> e{bias.empty() ? nullptr : bias.data(), a.residual, a.out, a.preact, a.activation};
+#ifdef BIGKERN_CONV_AMX
+  if constexpr (std::is_same_v<T, float>) {
+    if (amx_tiles_ready() && amx_conv_usable(s)) return amx::forward(s, static_cast<const T*>(a.x), w, e);
+  }
+#endif
+  const std::vector<T> panel = is_depthwise(s) ? pack_depthwise_panel(w, s) : pack_panels(w, s, false);
   implicit_gemm<T, false>(s, static_cast<const T*>(a.x), panel, e);
 }
 

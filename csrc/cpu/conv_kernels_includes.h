@@ -15,7 +15,10 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
+#include <memory>
 #include <type_traits>
 #include <vector>
 
 #include "cpu/conv_kernel_table.h"
+#include "cpu/isa.h"

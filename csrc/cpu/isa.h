@@ -47,4 +47,10 @@ inline IsaLevel cpu_isa_level() {
 
 inline bool use_avx2_kernels() { return cpu_isa_level() != IsaLevel::kBaseline; }
 
+// Whether the float32 convolution forward may run on the AMX tile unit (conv_amx.h): the processor
+// has AMX-TILE and AMX-BF16, the AVX-512 build is selected, Linux granted this process the tile
+// data state, and BIGKERN_CPU_AMX is not 0 (tests set it to check the AVX-512 kernels on machines
+// that would take the tiles). Decided once, at first use (isa.cpp).
+bool amx_tiles_ready();
+
 }  // namespace bigkern::cpu
