@@ -1,4 +1,5 @@
-// Times the CPU convolution kernel (one instruction-set build) on the acceptance shape,
+// Times the CPU convolution kernel (the AVX-512 build, whose forward runs on the AMX tiles where
+// the processor has them and BIGKERN_CPU_AMX is not 0) on the acceptance shape,
 // 3x3 stride 1, (8, 64, 56, 56) -> 64 channels, float32, without Python, torch dispatch or
 // allocation in the loop: a steadier instrument than `bigkern bench` for comparing two versions of
 // conv_kernels.h on a noisy host. Build each version into its own binary and run them in turns
@@ -6,7 +7,7 @@
 //
 //   T=$(python -c 'import torch, os; print(os.path.dirname(torch.__file__))')
 //   g++ -O3 -fno-math-errno -fopenmp -std=c++17 [-I<dir with an edited cpu/conv_kernels.h>] -Icsrc \
-//       -I$T/include -o conv_timing benchmarks/cpu/conv_kernel_timing.cpp csrc/cpu/conv_kernels_avx512.cpp \
+//       -I$T/include -o conv_timing benchmarks/cpu/conv_kernel_timing.cpp csrc/cpu/conv_kernels_avx512.cpp csrc/cpu/isa.cpp \
 //       -L$T/lib -ltorch_cpu -lc10 -Wl,-rpath,$T/lib
 //   for i in 1 2 3; do OMP_NUM_THREADS=1 ./conv_timing_old; OMP_NUM_THREADS=1 ./conv_timing_new; done
 //
@@ -35,7 +36,7 @@ int main(int argc, char** argv) {
   for (auto* v : {&x, &w, &b})
     for (float& e : *v) e = uniform(rng);
   ConvForwardArgs a{};
-  a.x = x.data(), a.weight = w.data(), a.bias = b.data();
+  a.x = x.data(), a.input = Strided{x.data(), H * W * C, 1, W * C, C}, a.weight = w.data(), a.bias = b.data();
   a.out = nchw_out ? Strided{y.data(), K * H * W, H * W, W, 1} : Strided{y.data(), H * W * K, 1, W * K, K};
   const ConvKernelTable& table = avx512::conv_kernels();
   double best = 1e30;

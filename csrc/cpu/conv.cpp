@@ -10,6 +10,7 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
+#include <limits>
 #include <optional>
 #include <tuple>
 
@@ -34,7 +35,7 @@ bool fills_blocks(const ConvShape& s, bool backward, int64_t block) {
 const ConvKernelTable& kernels(const ConvShape& s, bool backward) {
   static const IsaLevel level = cpu_isa_level();
   if (level == IsaLevel::kAvx512) {
-    if (!backward && amx_tiles_ready() && amx_conv_usable(s)) return avx512::conv_kernels();  // float32: conv_amx.h
+    if (!backward && amx_conv_runs(s)) return avx512::conv_kernels();  // float32: conv_amx.h
     if (fills_blocks(s, backward, 64)) return avx512::conv_kernels();
     if (fills_blocks(s, backward, 32)) return avx512_narrow::conv_kernels();
     return avx2::conv_kernels();
@@ -119,12 +120,17 @@ std::tuple<at::Tensor, at::Tensor> conv2d(const at::Tensor& input, const at::Ten
   const bool keep = save_preactivation && (activation == 2 || activation == 3);
   at::Tensor preact = keep ? at::empty({s.N, s.K, s.P, s.Q}, options) : at::empty({0}, input.options());
   if (s.N > 0) {
-    const at::Tensor x = channels_last(input, acc);
+    // The AMX forward packs its own operand layout from any strides: float32 input goes to it as
+    // it is (gathered 16 channels at a time, so 15 channel strides must fit its int32 offsets).
+    const bool as_given = acc == at::kFloat && input.scalar_type() == acc && amx_conv_runs(s) &&
+                          input.stride(1) <= std::numeric_limits<int32_t>::max() / 16;
+    const at::Tensor x = as_given ? input : channels_last(input, acc);
     const at::Tensor w = weight.to(acc).contiguous();
     const at::Tensor b = bias ? bias->to(acc).contiguous() : at::Tensor();
     const at::Tensor res = residual ? residual->to(acc) : at::Tensor();
     ConvForwardArgs a{};
-    a.x = x.data_ptr(), a.weight = w.data_ptr(), a.bias = bias ? b.data_ptr() : nullptr;
+    a.x = as_given ? nullptr : x.data_ptr(), a.input = strided(x);
+    a.weight = w.data_ptr(), a.bias = bias ? b.data_ptr() : nullptr;
     if (residual) a.residual = strided(res);
     a.out = strided(out);
     if (keep) a.preact = strided(preact);

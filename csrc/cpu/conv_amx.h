@@ -138,11 +138,16 @@ inline Plan plan(const ConvShape& s) {
   return p;
 }
 
-// x (N, H, W, C) channels-last float -> the padded part buffer (see the layout above), rows of
-// the padded input split between threads; `slack` trailing pixels are zeroed for the flat tiles'
-// last reads past the final row.
-inline void split_input(const ConvShape& s, const Plan& p, const float* x, uint16_t* parts, int64_t slack) {
+// x (N, C, H, W) float through its strides -> the padded part buffer (see the layout above), rows
+// of the padded input split between threads; `slack` trailing pixels are zeroed for the flat
+// tiles' last reads past the final row. Channels-last input is read 16 channels per load; any
+// other layout (NCHW: one plane per channel) 16 channels per gather, so an NCHW input needs no
+// conversion pass of its own (conv.cpp passes it as it is when 15 channel strides fit in int32).
+inline void split_input(const ConvShape& s, const Plan& p, const Strided& x, uint16_t* parts, int64_t slack) {
   const int64_t Cg = s.C / s.groups, rows = s.N * p.Hp, row_elems = p.Wp * p.pixel;
+  const float* data = static_cast<const float*>(x.data);
+  const __m512i channel_offsets =
+      _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(static_cast<int>(x.sc)));
   const int64_t team = std::min(worker_count(), rows);
   auto split_row = [&](int64_t row) {
     uint16_t* dst = parts + row * row_elems;
@@ -157,13 +162,16 @@ inline void split_input(const ConvShape& s, const Plan& p, const float* x, uint1
         std::memset(dst, 0, p.pixel * sizeof(uint16_t));
         continue;
       }
-      const float* src = x + ((n * s.H + h) * s.W + w) * s.C;
+      const float* src = data + n * x.sn + h * x.sh + w * x.sw;
       uint16_t* out = dst;
       for (int64_t g = 0; g < s.groups; ++g)
         for (int64_t ch = 0; ch < p.chunks; ++ch, out += kParts * kChunk)
           for (int64_t half = 0; half < kChunk; half += 16) {
             const int64_t c0 = ch * kChunk + half, count = std::clamp<int64_t>(Cg - c0, 0, 16);
-            const __m512 v = _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << count) - 1), src + g * Cg + std::min(c0, Cg));
+            const __mmask16 mask = static_cast<__mmask16>((1u << count) - 1);
+            const float* from = src + (g * Cg + std::min(c0, Cg)) * x.sc;
+            const __m512 v = x.sc == 1 ? _mm512_maskz_loadu_ps(mask, from)
+                                       : _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mask, channel_offsets, from, 4);
             __m256i split[kParts];
             split_parts(v, split);
             for (int t = 0; t < kParts; ++t)
@@ -244,7 +252,7 @@ BIGKERN_ATTN_INLINE void tile_pass(const char* a, int64_t a_stride, const int64_
   }
 }
 
-inline void forward(const ConvShape& s, const float* x, const float* w, const Epilogue<float>& e) {
+inline void forward(const ConvShape& s, const Strided& x, const float* w, const Epilogue<float>& e) {
   const Plan p = plan(s);
   const int64_t Kg = s.K / s.groups, RS = s.R * s.S;
   // Flat tiles read up to (S-1) x dilation pixels past the last padded row (dropped positions).

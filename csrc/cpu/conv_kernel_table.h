@@ -21,11 +21,10 @@ struct ConvShape {
 // path (channels as vector lanes), and conv.cpp sizes its tile by all C channels.
 inline bool is_depthwise(const ConvShape& s) { return s.groups == s.C && s.groups == s.K && s.C > 1; }
 
-// Layers the AMX forward serves (conv_amx.h) where the processor has the tiles: a reduction of
-// 32-channel chunks and 16-channel output tiles that are at least half full.
-inline bool amx_conv_usable(const ConvShape& s) {
-  return !is_depthwise(s) && s.C / s.groups >= 16 && s.K / s.groups >= 16;
-}
+// Whether a float32 forward runs on the AMX tiles (conv_amx.h): the processor has them
+// (amx_tiles_ready, cpu/isa.h) and the layer fills a reduction of 32-channel chunks and
+// 16-channel output tiles at least half.
+bool amx_conv_runs(const ConvShape& s);
 
 // A 4-D tensor addressed by element strides in (n, c, h, w) order: outputs are written in the
 // caller's layout (NCHW, channels_last or a view) without a copy.
@@ -35,7 +34,8 @@ struct Strided {
 };
 
 struct ConvForwardArgs {
-  const void* x;       // (N, H, W, C) contiguous (channels_last storage)
+  const void* x;       // (N, H, W, C) contiguous (channels_last storage), or null where amx_conv_runs
+  Strided input;       // x, or the float32 input as given where amx_conv_runs (its forward reads any strides)
   const void* weight;  // (K, C/G, R, S) contiguous
   const void* bias;    // (K) or null
   Strided residual;    // (N, K, P, Q) or data == null

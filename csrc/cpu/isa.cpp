@@ -1,5 +1,6 @@
 // The run-time ISA choice (cpu/isa.h) as plain functions, for bigkern._C.cpu_isa() and cpu_amx():
 // module.cpp stays free of library headers.
+#include "cpu/conv_kernel_table.h"
 #include "cpu/isa.h"
 
 #if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__)
@@ -33,6 +34,10 @@ bool amx_tiles_ready() {
 #endif
   }();
   return ready;
+}
+
+bool amx_conv_runs(const ConvShape& s) {
+  return amx_tiles_ready() && !is_depthwise(s) && s.C / s.groups >= 16 && s.K / s.groups >= 16;
 }
 
 }  // namespace bigkern::cpu
