@@ -349,4 +349,29 @@ inline void forward(const ConvShape& s, const Strided& x, const float* w, const 
   }
 }
 
+// The input gradient at stride 1 is the forward convolution of the output gradient gz (N, P, Q, K)
+// with the kernel flipped and its channel roles exchanged: dx[h][w][c] = sum over k, r, s of
+// gz[h + top - r*dil][w + left - s*dil][k] * w[k][c][r][s], i.e. a forward with padding
+// dil*(R-1) - top (negative padding crops: the part buffer's rows start inside gz). Returns false
+// (the AVX-512 dgrad runs) for other strides, which would need gz dilated by zeros, and for
+// layers outside amx_conv_runs.
+inline bool input_gradient(const ConvShape& s, const float* gz, const float* w, const Strided& grad_input) {
+  if (s.stride_h != 1 || s.stride_w != 1) return false;
+  ConvShape t = s;
+  t.C = s.K, t.K = s.C, t.H = s.P, t.W = s.Q, t.P = s.H, t.Q = s.W;
+  t.pad_top = s.dilation_h * (s.R - 1) - s.pad_top, t.pad_left = s.dilation_w * (s.S - 1) - s.pad_left;
+  if (!amx_conv_runs(t)) return false;
+  const int64_t G = s.groups, Cg = s.C / G, Kg = s.K / G, RS = s.R * s.S;
+  std::vector<float> flipped(static_cast<size_t>(s.C * Kg * RS));  // (C, K/G, R, S)
+  for (int64_t g = 0; g < G; ++g)
+    for (int64_t c = 0; c < Cg; ++c)
+      for (int64_t k = 0; k < Kg; ++k)
+        for (int64_t tap = 0; tap < RS; ++tap)
+          flipped[((g * Cg + c) * Kg + k) * RS + tap] = w[((g * Kg + k) * Cg + c) * RS + (RS - 1 - tap)];
+  Epilogue<float> e;
+  e.out = grad_input;
+  forward(t, Strided{const_cast<float*>(gz), s.P * s.Q * s.K, 1, s.Q * s.K, s.K}, flipped.data(), e);
+  return true;
+}
+
 }  // namespace amx

@@ -947,10 +947,16 @@ void backward(const ConvShape& s, const ConvBackwardArgs& args) {
   preactivation_gradient<T>(s, a, static_cast<const T*>(a.grad_z));
   if (a.grad_input.data != nullptr) {
     const T* w = static_cast<const T*>(a.weight);
-    const std::vector<T> panel = is_depthwise(s) ? pack_depthwise_panel(w, s) : pack_panels(w, s, true);
-    Epilogue<T> e;
-    e.out = a.grad_input;
-    implicit_gemm<T, true>(s, static_cast<const T*>(a.grad_z), panel, e);
+    bool on_tiles = false;
+#ifdef BIGKERN_CONV_AMX
+    if constexpr (std::is_same_v<T, float>) on_tiles = amx::input_gradient(s, static_cast<const T*>(a.grad_z), w, a.grad_input);
+#endif
+    if (!on_tiles) {
+      const std::vector<T> panel = is_depthwise(s) ? pack_depthwise_panel(w, s) : pack_panels(w, s, true);
+      Epilogue<T> e;
+      e.out = a.grad_input;
+      implicit_gemm<T, true>(s, static_cast<const T*>(a.grad_z), panel, e);
+    }
   }
   if (a.grad_weight != nullptr) {
     if (is_depthwise(s)) depthwise_weight_gradient<T>(s, a);

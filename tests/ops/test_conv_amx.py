@@ -125,3 +125,22 @@ def test_bad_environment_value_is_a_clear_error():
     result = _child("import bigkern._C as C; C.cpu_amx()", BIGKERN_CPU_AMX="yes")
     assert result.returncode != 0
     assert "BIGKERN_CPU_AMX=yes is not supported; it takes 0" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "kernel, padding, dilation, groups, layout",
+    [
+        ((3, 3), 1, (1, 1), 1, "channels_last"),
+        ((3, 3), "valid", (1, 1), 1, "contiguous"),
+        ((1, 1), 1, (1, 1), 1, "contiguous"),  # padding past the kernel: the flipped forward crops
+        ((3, 3), 3, (1, 1), 2, "channels_last"),
+        ((5, 3), (3, 1), (2, 1), 1, "sliced"),
+        ((2, 4), "same", (1, 2), 1, "contiguous"),
+    ],
+)
+def test_input_gradient_on_the_tiles(kernel, padding, dilation, groups, layout):
+    """At stride 1 the input gradient of layers the 64-wide backward build takes runs on the tiles
+    as a forward of the output gradient with the flipped kernel (conv_amx.h: input_gradient)."""
+    cfg = dict(n=2, c=64 * groups, h=9, w=21, k=64 * groups, kernel=kernel, stride=(1, 1), padding=padding,
+               dilation=dilation, groups=groups, bias=True, residual=False, activation="relu", layout=layout)  # fmt: skip
+    run_case(cfg, "cpu", torch.float32, 3)
