@@ -95,6 +95,7 @@ def collect_info() -> dict:
             "with_cuda_kernels": _library.WITH_CUDA_KERNELS,
             "cuda_archs": list(_library.CUDA_ARCHS),
             "cpu_isa": environment.cpu_isa(),
+            "cpu_amx": environment.cpu_amx(),
         },
         "triton_interpret": _library.TRITON_INTERPRET,
         "cuda_available": torch.cuda.is_available(),
@@ -117,7 +118,8 @@ def format_info(info: dict) -> str:
         "",
         "bigkern._C",
         f"  CPU kernels   ISA {ext['cpu_isa'] or 'unknown'}"
-        + ("  (convolution; pooling, attention and recurrent kernels use avx2)" if ext["cpu_isa"] == "avx512" else ""),
+        + ("  (convolution; pooling, attention and recurrent kernels use avx2)" if ext["cpu_isa"] == "avx512" else "")
+        + ("; AMX tiles for float32 convolutions" if ext.get("cpu_amx") else ""),
         "  CUDA kernels  "
         + (f"yes, for architectures {', '.join(ext['cuda_archs']) or '(none listed)'}" if ext["with_cuda_kernels"]
            else "no (built without a CUDA toolkit)"),

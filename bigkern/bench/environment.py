@@ -98,6 +98,14 @@ def cpu_isa() -> str | None:
         return None
 
 
+def cpu_amx() -> bool | None:
+    """Whether float32 convolutions run on the AMX tiles (None when the extension cannot say)."""
+    try:
+        return bool(bigkern._C.cpu_amx())
+    except Exception:
+        return None
+
+
 def extension_file() -> dict:
     """Which build of bigkern._C was loaded: its file name, modification time and a short SHA-256
     (the git commit alone does not say whether the extension was rebuilt since)."""
@@ -163,6 +171,7 @@ def collect(device: str | torch.device | None = None) -> dict:
             "with_cuda_kernels": _library.WITH_CUDA_KERNELS,
             "cuda_archs": list(_library.CUDA_ARCHS),
             "cpu_isa": cpu_isa(),
+            "cpu_amx": cpu_amx(),
             **extension_file(),
         },
         "bigkern_backend": bigkern.current_backend(),

@@ -252,7 +252,7 @@ def test_environment_record():
     env = environment.collect("cpu")
     assert env["torch"] == torch.__version__
     assert env["cpu_count"] >= 1 and env["torch_num_threads"] >= 1
-    assert {"with_cuda_kernels", "cuda_archs", "cpu_isa", "sha256_16"} <= set(env["bigkern_C"])
+    assert {"with_cuda_kernels", "cuda_archs", "cpu_isa", "cpu_amx", "sha256_16"} <= set(env["bigkern_C"])
     assert env["bigkern_git_commit"] is None or re.fullmatch(r"[0-9a-f]{40}", env["bigkern_git_commit"])
 
 
