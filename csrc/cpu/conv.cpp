@@ -36,7 +36,7 @@ const ConvKernelTable& kernels(const ConvShape& s, bool backward) {
   static const IsaLevel level = cpu_isa_level();
   if (level == IsaLevel::kAvx512) {
     if (!backward && amx_conv_runs(s)) return avx512::conv_kernels();  // float32: conv_amx.h
-    // (The backward's input gradient runs on the tiles too at stride 1, in the 64-wide build.)
+    // (At stride 1 both AVX-512 builds run the backward's input gradient on the tiles.)
     if (fills_blocks(s, backward, 64)) return avx512::conv_kernels();
     if (fills_blocks(s, backward, 32)) return avx512_narrow::conv_kernels();
     return avx2::conv_kernels();
