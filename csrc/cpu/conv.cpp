@@ -136,6 +136,7 @@ std::tuple<at::Tensor, at::Tensor> conv2d(const at::Tensor& input, const at::Ten
     a.out = strided(out);
     if (keep) a.preact = strided(preact);
     a.activation = activation;
+    a.bfloat16_operands = input.scalar_type() == at::kBFloat16;
     kernels(s, false).forward(s, a, acc == at::kDouble);
   }
   if (input.scalar_type() != acc) {

@@ -111,7 +111,8 @@ inline TileBuffer tile_buffer(int64_t elems) {
 struct Plan {
   int64_t Hp, Wp;       // padded input rows and columns
   int64_t chunks;       // 32-channel reduction chunks per group
-  int64_t pixel;        // bfloat16 per padded pixel: groups x chunks x 3 x 32
+  int parts;            // 3, or 1 where input and weight are bfloat16 already (exact in one part)
+  int64_t pixel;        // bfloat16 per padded pixel: groups x chunks x parts x 32
   int64_t passes;       // 32-channel output passes per group
   bool flat;            // stride 1: tiles run over a Wp-wide grid across row ends
   int64_t grid_width;   // Wp when flat, else Q
@@ -119,13 +120,14 @@ struct Plan {
   int64_t band;         // output rows per work item
 };
 
-inline Plan plan(const ConvShape& s) {
+inline Plan plan(const ConvShape& s, bool bfloat16_operands) {
   Plan p{};
+  p.parts = bfloat16_operands ? 1 : kParts;
   const int64_t Cg = s.C / s.groups, Kg = s.K / s.groups;
   p.Hp = (s.P - 1) * s.stride_h + (s.R - 1) * s.dilation_h + 1;
   p.Wp = (s.Q - 1) * s.stride_w + (s.S - 1) * s.dilation_w + 1;
   p.chunks = ceil_div(Cg, kChunk);
-  p.pixel = s.groups * p.chunks * kParts * kChunk;
+  p.pixel = s.groups * p.chunks * p.parts * kChunk;
   p.passes = ceil_div(Kg, kPass);
   p.flat = s.stride_h == 1 && s.stride_w == 1;
   p.grid_width = p.flat ? p.Wp : s.Q;
@@ -169,7 +171,7 @@ inline void split_input(const ConvShape& s, const Plan& p, const Strided& x, uin
       const float* src = data + n * x.sn + h * x.sh + w * x.sw;
       uint16_t* out = dst;
       for (int64_t g = 0; g < s.groups; ++g)
-        for (int64_t ch = 0; ch < p.chunks; ++ch, out += kParts * kChunk)
+        for (int64_t ch = 0; ch < p.chunks; ++ch, out += p.parts * kChunk)
           for (int64_t half = 0; half < kChunk; half += 16) {
             const int64_t c0 = ch * kChunk + half, count = std::clamp<int64_t>(Cg - c0, 0, 16);
             const __mmask16 mask = static_cast<__mmask16>((1u << count) - 1);
@@ -178,7 +180,7 @@ inline void split_input(const ConvShape& s, const Plan& p, const Strided& x, uin
                                        : _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mask, channel_offsets, from, 4);
             __m256i split[kParts];
             split_parts(v, split);
-            for (int t = 0; t < kParts; ++t)
+            for (int t = 0; t < p.parts; ++t)
               _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + t * kChunk + half), split[t]);
           }
     }
@@ -196,7 +198,7 @@ inline TileBuffer pack_weight(const ConvShape& s, const Plan& p, const float* w)
   uint16_t* const parts[kParts] = {split.data(), split.data() + total, split.data() + 2 * total};
   split_array(w, total, parts);
   const int64_t items = s.groups * p.passes * RS;  // (group, pass, tap): 2 x 3 x chunks tiles each
-  const int64_t item_elems = p.chunks * 2 * kParts * kTileElems;
+  const int64_t item_elems = p.chunks * 2 * p.parts * kTileElems;
   TileBuffer packed = tile_buffer(items * item_elems);
   const int64_t team = std::min(worker_count(), items);
 #pragma omp parallel for num_threads(team) schedule(static) if (team > 1)
@@ -205,7 +207,7 @@ inline TileBuffer pack_weight(const ConvShape& s, const Plan& p, const float* w)
     uint16_t* dst = packed.get() + item * item_elems;
     for (int64_t ch = 0; ch < p.chunks; ++ch)
       for (int64_t block = 0; block < 2; ++block)
-        for (int t = 0; t < kParts; ++t, dst += kTileElems)
+        for (int t = 0; t < p.parts; ++t, dst += kTileElems)
           for (int64_t pair = 0; pair < 16; ++pair)
             for (int64_t col = 0; col < kColumns; ++col)
               for (int64_t e = 0; e < 2; ++e) {
@@ -218,7 +220,9 @@ inline TileBuffer pack_weight(const ConvShape& s, const Plan& p, const float* w)
 
 // One tile of output pixels x 32 output channels over the whole reduction (taps x chunks):
 // a points at the tile's first pixel in the part buffer, a_stride the bytes between its pixels,
-// b at the pass's weight tiles. Leaves the sums in tiles 0-3.
+// b at the pass's weight tiles. Leaves the sums in tiles 0-3. kSplit is the plan's parts: with
+// one (bfloat16 operands) only the x0 w0 products exist.
+template <int kSplit>
 BIGKERN_ATTN_INLINE void tile_pass(const char* a, int64_t a_stride, const int64_t* tap_offsets, int64_t taps,
                                    int64_t chunks, const uint16_t* b, bool second_block) {
   _tile_zero(0);
@@ -228,12 +232,19 @@ BIGKERN_ATTN_INLINE void tile_pass(const char* a, int64_t a_stride, const int64_
   constexpr int64_t kPartBytes = kChunk * 2;
   for (int64_t tap = 0; tap < taps; ++tap) {
     const char* at = a + tap_offsets[tap];
-    for (int64_t ch = 0; ch < chunks; ++ch, at += kParts * kPartBytes, b += 2 * kParts * kTileElems) {
+    for (int64_t ch = 0; ch < chunks; ++ch, at += kSplit * kPartBytes, b += 2 * kSplit * kTileElems) {
+      const uint16_t* b1 = b + kSplit * kTileElems;
       _tile_loadd(4, at, a_stride);
-      _tile_loadd(5, at + kPartBytes, a_stride);
-      _tile_loadd(6, at + 2 * kPartBytes, a_stride);
       _tile_loadd(7, b, 64);
       _tile_dpbf16ps(0, 4, 7);  // x0 w0
+      if constexpr (kSplit == 1) {
+        if (!second_block) continue;
+        _tile_loadd(7, b1, 64);
+        _tile_dpbf16ps(1, 4, 7);
+        continue;
+      }
+      _tile_loadd(5, at + kPartBytes, a_stride);
+      _tile_loadd(6, at + 2 * kPartBytes, a_stride);
       _tile_dpbf16ps(2, 5, 7);  // x1 w0
       _tile_dpbf16ps(2, 6, 7);  // x2 w0
       _tile_loadd(7, b + kTileElems, 64);
@@ -242,7 +253,6 @@ BIGKERN_ATTN_INLINE void tile_pass(const char* a, int64_t a_stride, const int64_
       _tile_loadd(7, b + 2 * kTileElems, 64);
       _tile_dpbf16ps(2, 4, 7);  // x0 w2
       if (!second_block) continue;
-      const uint16_t* b1 = b + kParts * kTileElems;
       _tile_loadd(7, b1, 64);
       _tile_dpbf16ps(1, 4, 7);
       _tile_dpbf16ps(3, 5, 7);
@@ -256,8 +266,11 @@ BIGKERN_ATTN_INLINE void tile_pass(const char* a, int64_t a_stride, const int64_
   }
 }
 
-inline void forward(const ConvShape& s, const Strided& x, const float* w, const Epilogue<float>& e) {
-  const Plan p = plan(s);
+// bfloat16_operands: x and w hold bfloat16 values (the op's bfloat16 inputs, widened by conv.cpp),
+// which are their own first part: one product per multiply instead of six.
+inline void forward(const ConvShape& s, const Strided& x, const float* w, const Epilogue<float>& e,
+                    bool bfloat16_operands) {
+  const Plan p = plan(s, bfloat16_operands);
   const int64_t Kg = s.K / s.groups, RS = s.R * s.S;
   // Flat tiles read up to (S-1) x dilation pixels past the last padded row (dropped positions).
   const int64_t slack = p.flat ? (s.S - 1) * s.dilation_w + 1 : 0;
@@ -270,7 +283,7 @@ inline void forward(const ConvShape& s, const Strided& x, const float* w, const 
     for (int64_t q = 0; q < s.S; ++q)
       tap_offsets[r * s.S + q] = (r * s.dilation_h * p.Wp + q * s.dilation_w) * p.pixel * 2;
   const int64_t a_stride = s.stride_w * p.pixel * 2;
-  const int64_t pass_elems = RS * p.chunks * 2 * kParts * kTileElems;
+  const int64_t pass_elems = RS * p.chunks * 2 * p.parts * kTileElems;
 
   TileConfig config;
   for (int t = 0; t < 8; ++t) {
@@ -316,7 +329,9 @@ inline void forward(const ConvShape& s, const Strided& x, const float* w, const 
           const int64_t j0 = std::max<int64_t>(0, std::min(done, hi - p.rows));
           const int64_t row = j0 / p.grid_width, col = j0 % p.grid_width;
           const int64_t pixel_index = p.flat ? j0 : row * s.stride_h * p.Wp + col * s.stride_w;
-          tile_pass(a + pixel_index * p.pixel * 2, a_stride, tap_offsets.data(), RS, p.chunks, b, second_block);
+          const char* first = a + pixel_index * p.pixel * 2;
+          if (p.parts == 1) tile_pass<1>(first, a_stride, tap_offsets.data(), RS, p.chunks, b, second_block);
+          else tile_pass<kParts>(first, a_stride, tap_offsets.data(), RS, p.chunks, b, second_block);
           _tile_stored(0, sums[0], 64);  // tile numbers are instruction immediates
           _tile_stored(1, sums[1], 64);
           _tile_stored(2, sums[2], 64);
@@ -327,7 +342,7 @@ inline void forward(const ConvShape& s, const Strided& x, const float* w, const 
       };
       for (int64_t g = 0; g < s.groups; ++g)
         for (int64_t pass = 0; pass < p.passes; ++pass) {
-          const char* a = image_parts + g * p.chunks * kParts * kChunk * 2;
+          const char* a = image_parts + g * p.chunks * p.parts * kChunk * 2;
           const uint16_t* b = packed.get() + (g * p.passes + pass) * pass_elems;
           const int64_t count = std::min(kPass, Kg - pass * kPass), ch0 = g * Kg + pass * kPass;
           if (p.flat) {
@@ -374,7 +389,7 @@ inline bool input_gradient(const ConvShape& s, const float* gz, const float* w, 
           flipped[((g * Cg + c) * Kg + k) * RS + tap] = w[((g * Kg + k) * Cg + c) * RS + (RS - 1 - tap)];
   Epilogue<float> e;
   e.out = grad_input;
-  forward(t, Strided{const_cast<float*>(gz), s.P * s.Q * s.K, 1, s.Q * s.K, s.K}, flipped.data(), e);
+  forward(t, Strided{const_cast<float*>(gz), s.P * s.Q * s.K, 1, s.Q * s.K, s.K}, flipped.data(), e, false);
   return true;
 }
 

@@ -42,6 +42,7 @@ struct ConvForwardArgs {
   Strided out;         // (N, K, P, Q)
   Strided preact;      // (N, K, P, Q) or data == null
   int64_t activation;  // 0 none, 1 relu, 2 gelu, 3 silu
+  bool bfloat16_operands = false;  // x and weight hold bfloat16 values (widened): one AMX part suffices
 };
 
 struct ConvBackwardArgs {

@@ -648,7 +648,7 @@ void forward(const ConvShape& s, const ConvForwardArgs& a) {
   Epilogue<T> e{bias.empty() ? nullptr : bias.data(), a.residual, a.out, a.preact, a.activation};
 #ifdef BIGKERN_CONV_AMX
   if constexpr (std::is_same_v<T, float>) {
-    if (amx_conv_runs(s)) return amx::forward(s, a.input, w, e);
+    if (amx_conv_runs(s)) return amx::forward(s, a.input, w, e, a.bfloat16_operands);
   }
 #endif
   const std::vector<T> panel = is_depthwise(s) ? pack_depthwise_panel(w, s) : pack_panels(w, s, false);

@@ -55,6 +55,12 @@ def test_random_configurations_on_the_tiles(seed):
     run_case(amx_config(seed), "cpu", torch.float32, seed)
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_random_bfloat16_configurations_on_the_tiles(seed):
+    """bfloat16 operands are their own first part: one tile product per multiply (conv_amx.h)."""
+    run_case(amx_config(100 + seed), "cpu", torch.bfloat16, seed)
+
+
 @pytest.mark.parametrize("c", [64, 512])
 def test_error_of_long_reductions_stays_within_twice_torchs(c):
     """4608 products per output at 512 channels: the x0*w0 sums carry the rounding error alone,
