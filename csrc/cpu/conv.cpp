@@ -32,9 +32,10 @@ bool fills_blocks(const ConvShape& s, bool backward, int64_t block) {
   return fills(s.K / s.groups) && (!backward || fills(s.C / s.groups));
 }
 
-const ConvKernelTable& kernels(const ConvShape& s, bool backward) {
+const ConvKernelTable& kernels(const ConvShape& s, bool backward, bool direct_rows = false) {
   static const IsaLevel level = cpu_isa_level();
   if (level == IsaLevel::kAvx512) {
+    if (direct_rows) return avx512::conv_kernels();  // vectors along the row: any channel count fills them
     if (!backward && amx_conv_runs(s)) return avx512::conv_kernels();  // float32: conv_amx.h
     // (At stride 1 both AVX-512 builds run the backward's input gradient on the tiles.)
     if (fills_blocks(s, backward, 64)) return avx512::conv_kernels();
@@ -121,10 +122,12 @@ std::tuple<at::Tensor, at::Tensor> conv2d(const at::Tensor& input, const at::Ten
   const bool keep = save_preactivation && (activation == 2 || activation == 3);
   at::Tensor preact = keep ? at::empty({s.N, s.K, s.P, s.Q}, options) : at::empty({0}, input.options());
   if (s.N > 0) {
-    // The AMX forward packs its own operand layout from any strides: float32 input goes to it as
-    // it is (gathered 16 channels at a time, so 15 channel strides must fit its int32 offsets).
-    const bool as_given = acc == at::kFloat && input.scalar_type() == acc && amx_conv_runs(s) &&
-                          input.stride(1) <= std::numeric_limits<int32_t>::max() / 16;
+    // Two forwards read the input through its strides, so it goes to them as it is: the AMX
+    // forward (float32; it gathers 16 channels at a time, so 15 channel strides must fit its
+    // int32 offsets) and the direct row kernel of first layers where a row's pixels are contiguous.
+    const bool as_given = input.scalar_type() == acc &&
+                          ((acc == at::kFloat && amx_conv_runs(s) && input.stride(1) <= std::numeric_limits<int32_t>::max() / 16) ||
+                           (direct_rows_conv(s) && input.stride(3) == 1));
     const at::Tensor x = as_given ? input : channels_last(input, acc);
     const at::Tensor w = weight.to(acc).contiguous();
     const at::Tensor b = bias ? bias->to(acc).contiguous() : at::Tensor();
@@ -137,7 +140,7 @@ std::tuple<at::Tensor, at::Tensor> conv2d(const at::Tensor& input, const at::Ten
     if (keep) a.preact = strided(preact);
     a.activation = activation;
     a.bfloat16_operands = input.scalar_type() == at::kBFloat16;
-    kernels(s, false).forward(s, a, acc == at::kDouble);
+    kernels(s, false, direct_rows_conv(s) && x.stride(3) == 1).forward(s, a, acc == at::kDouble);
   }
   if (input.scalar_type() != acc) {
     out = out.to(input.scalar_type());

@@ -21,6 +21,16 @@ struct ConvShape {
 // path (channels as vector lanes), and conv.cpp sizes its tile by all C channels.
 inline bool is_depthwise(const ConvShape& s) { return s.groups == s.C && s.groups == s.K && s.C > 1; }
 
+// Input channels up to which a layer counts as a network's first layer (1 or 3 channels, LeNet's
+// 6): its forward gathers patches (conv_kernels.h: uses_patches) or, where the input's pixels are
+// contiguous along a row, the horizontal stride is 1 and the output rows fill two AVX2 vectors,
+// runs conv_direct_rows.h (LeNet's 28-pixel rows: 4x faster than patches; its 10-pixel rows: 2x
+// slower, most lanes empty).
+constexpr int64_t kFewChannels = 8;
+inline bool direct_rows_conv(const ConvShape& s) {
+  return s.groups == 1 && s.C <= kFewChannels && s.stride_w == 1 && s.Q >= 16;
+}
+
 // Whether a float32 forward runs on the AMX tiles (conv_amx.h): the processor has them
 // (amx_tiles_ready, cpu/isa.h) and the layer fills a reduction of 32-channel chunks and
 // 16-channel output tiles at least half.
@@ -34,8 +44,9 @@ struct Strided {
 };
 
 struct ConvForwardArgs {
-  const void* x;       // (N, H, W, C) contiguous (channels_last storage), or null where amx_conv_runs
-  Strided input;       // x, or the float32 input as given where amx_conv_runs (its forward reads any strides)
+  const void* x;       // (N, H, W, C) contiguous (channels_last storage), or null where `input` is as given
+  Strided input;       // x, or the input as given where amx_conv_runs (float32) or direct_rows_conv (any
+                       // strides; the direct kernel runs where its pixels are contiguous along a row)
   const void* weight;  // (K, C/G, R, S) contiguous
   const void* bias;    // (K) or null
   Strided residual;    // (N, K, P, Q) or data == null

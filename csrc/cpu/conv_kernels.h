@@ -69,7 +69,7 @@ constexpr int64_t kChunk = 96;  // pixels per wgrad packing chunk (its packed ro
 // Up to this many input channels (a network's first layer: 1 or 3), the forward and wgrad gather
 // each pixel's whole receptive field (R x S x C values) into a row first (see uses_patches):
 // one reduction of R*S*C steps instead of R*S reductions of C.
-constexpr int64_t kPatchChannels = 8;
+constexpr int64_t kPatchChannels = kFewChannels;
 // Reduction channels per weight-panel chunk (see pack_panels). Measured on the 2-core EPYC for 3x3
 // convolutions: chunks of 32 were 5-10% slower than none at 64 and 128 channels, so only deeper
 // reductions are split (on the Xeon with AVX-512, chunks of 16 and 32 were within noise of none).
@@ -633,6 +633,7 @@ void implicit_gemm(const ConvShape& s, const T* src, const std::vector<T>& panel
   }
 }
 
+#include "cpu/conv_direct_rows.h"
 #ifdef BIGKERN_CONV_AMX
 #include "cpu/conv_amx.h"
 #endif
@@ -651,6 +652,7 @@ void forward(const ConvShape& s, const ConvForwardArgs& a) {
     if (amx_conv_runs(s)) return amx::forward(s, a.input, w, e, a.bfloat16_operands);
   }
 #endif
+  if (direct_rows_conv(s) && a.input.sw == 1) return direct_rows_forward<T>(s, a.input, w, e);
   const std::vector<T> panel = is_depthwise(s) ? pack_depthwise_panel(w, s) : pack_panels(w, s, false);
   implicit_gemm<T, false>(s, static_cast<const T*>(a.x), panel, e);
 }

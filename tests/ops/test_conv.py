@@ -132,6 +132,31 @@ def test_random_configurations_wide_channels_cpu(seed):
     run_case(wide_config(seed), "cpu", torch.float32, seed)
 
 
+def first_layer_config(seed: int) -> dict:
+    """A random first layer that the CPU's direct row kernel takes where the input's rows are
+    contiguous (csrc/cpu/conv_direct_rows.h: up to 8 input channels, one group, horizontal stride
+    1, output rows of 16+ pixels): any vertical stride, dilation, padding, output channel counts
+    around its 4- and 8-channel blocks; "sliced" and channels_last inputs of 2+ channels take the
+    patch kernels instead."""
+    rng = random.Random(3000 + seed)
+    r, s = rng.choice([1, 3, 5, 7]), rng.choice([1, 3, 5])
+    dilation = (rng.choice([1, 2]), rng.choice([1, 1, 2]))
+    stride = (rng.choice([1, 1, 2]), 1)
+    padding = rng.choice([0, 1, 3, (2, 1), "same" if stride == (1, 1) else 2, "valid"])
+    return dict(
+        n=rng.randint(1, 3), c=rng.choice([1, 1, 3, 6, 8]), h=rng.randint(dilation[0] * (r - 1) + 1, 14),
+        w=rng.randint(16 + dilation[1] * (s - 1), 50), k=rng.choice([1, 5, 6, 9, 16, 17, 32]), kernel=(r, s),
+        stride=stride, padding=padding, dilation=dilation, groups=1, bias=rng.random() < 0.7,
+        residual=rng.random() < 0.4, activation=rng.choice(ACTIVATIONS),
+        layout=rng.choice(["contiguous", "contiguous", "channels_last", "sliced"]),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_first_layer_rows_cpu(seed):
+    run_case(first_layer_config(seed), "cpu", torch.float32, seed)
+
+
 @pytest.mark.parametrize("seed", range(8))
 def test_random_configurations_cpu_bfloat16(seed):
     run_case(random_config(1000 + seed), "cpu", torch.bfloat16, seed)
