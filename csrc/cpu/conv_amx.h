@@ -275,8 +275,11 @@ inline void forward(const ConvShape& s, const Strided& x, const float* w, const 
   // Flat tiles read up to (S-1) x dilation pixels past the last padded row (dropped positions).
   const int64_t slack = p.flat ? (s.S - 1) * s.dilation_w + 1 : 0;
   const int64_t image = p.Hp * p.Wp * p.pixel;
-  const TileBuffer parts = tile_buffer(s.N * image + slack * p.pixel);
-  split_input(s, p, x, parts.get(), slack);
+  // Images are split and computed in batches whose part buffer stays under kPartsBudget (the parts
+  // take 1.5x the input's float32 bytes: 300 MB for a 64 x 256 x 56 x 56 batch otherwise).
+  constexpr int64_t kPartsBudget = int64_t{64} << 20;
+  const int64_t batch = std::clamp<int64_t>(kPartsBudget / (image * 2), 1, s.N);
+  const TileBuffer parts = tile_buffer(batch * image + slack * p.pixel);
   const TileBuffer packed = pack_weight(s, p, w);
   std::vector<int64_t> tap_offsets(static_cast<size_t>(RS));
   for (int64_t r = 0; r < s.R; ++r)
@@ -292,79 +295,86 @@ inline void forward(const ConvShape& s, const Strided& x, const float* w, const 
   }
   const bool staged = e.out.sc != 1;
   const int64_t channels_total = s.K, stage_width = channels_total + kBlock<float>;
-  const int64_t bands = ceil_div(s.P, p.band), items = s.N * bands;
-  const int64_t team = std::min(worker_count(), items);
-  std::atomic<int64_t> next_item{0};
-  auto work = [&]() {
-    _tile_loadconfig(&config);
-    alignas(64) float sums[4][kMaxRows][kColumns];
-    std::vector<float> stage(staged ? static_cast<size_t>(p.band * s.Q * stage_width) : 0);
-    const Strided stage_dst{stage.data(), 0, 1, s.Q * stage_width, stage_width};
-    for (int64_t item = next_item++; item < items; item = next_item++) {
-      const int64_t n = item / bands, p0 = item % bands * p.band, p1 = std::min(s.P, p0 + p.band);
-      const char* image_parts = reinterpret_cast<const char*>(parts.get() + n * image);
-      // Stores rows [from, to) of the tile starting at grid position j0: runs of consecutive
-      // output pixels, at most kTilePixels each, through store_tile.
-      auto store = [&](int64_t j0, int from, int to, int64_t ch0, int64_t count) {
-        simd_t<float> acc[kTilePixels][kVectors];
-        for (int i = from; i < to;) {
-          const int64_t j = j0 + i, row = j / p.grid_width, col = j % p.grid_width;
-          if (col >= s.Q) {
-            ++i;
-            continue;
+  for (int64_t n0 = 0; n0 < s.N; n0 += batch) {
+    ConvShape images = s;
+    images.N = std::min(batch, s.N - n0);
+    Strided x_images = x;
+    x_images.data = static_cast<float*>(x.data) + n0 * x.sn;
+    split_input(images, p, x_images, parts.get(), slack);
+    const int64_t bands = ceil_div(s.P, p.band), items = images.N * bands;
+    const int64_t team = std::min(worker_count(), items);
+    std::atomic<int64_t> next_item{0};
+    auto work = [&]() {
+      _tile_loadconfig(&config);
+      alignas(64) float sums[4][kMaxRows][kColumns];
+      std::vector<float> stage(staged ? static_cast<size_t>(p.band * s.Q * stage_width) : 0);
+      const Strided stage_dst{stage.data(), 0, 1, s.Q * stage_width, stage_width};
+      for (int64_t item = next_item++; item < items; item = next_item++) {
+        const int64_t n = n0 + item / bands, p0 = item % bands * p.band, p1 = std::min(s.P, p0 + p.band);
+        const char* image_parts = reinterpret_cast<const char*>(parts.get() + (n - n0) * image);
+        // Stores rows [from, to) of the tile starting at grid position j0: runs of consecutive
+        // output pixels, at most kTilePixels each, through store_tile.
+        auto store = [&](int64_t j0, int from, int to, int64_t ch0, int64_t count) {
+          simd_t<float> acc[kTilePixels][kVectors];
+          for (int i = from; i < to;) {
+            const int64_t j = j0 + i, row = j / p.grid_width, col = j % p.grid_width;
+            if (col >= s.Q) {
+              ++i;
+              continue;
+            }
+            const int px = static_cast<int>(std::min<int64_t>({kTilePixels, to - i, s.Q - col}));
+            for (int k = 0; k < px; ++k)
+              for (int v = 0; v < 2; ++v) acc[k][v] = combine(vload(sums[v][i + k]), vload(sums[2 + v][i + k]));
+            const int64_t pix0 = row * s.Q + col;
+            if (staged) store_tile<float>(acc, px, n, pix0, s.Q, ch0, count, e, stage_dst, -p0 * s.Q * stage_width);
+            else store_tile<float>(acc, px, n, pix0, s.Q, ch0, count, e, e.out, 0);
+            i += px;
           }
-          const int px = static_cast<int>(std::min<int64_t>({kTilePixels, to - i, s.Q - col}));
-          for (int k = 0; k < px; ++k)
-            for (int v = 0; v < 2; ++v) acc[k][v] = combine(vload(sums[v][i + k]), vload(sums[2 + v][i + k]));
-          const int64_t pix0 = row * s.Q + col;
-          if (staged) store_tile<float>(acc, px, n, pix0, s.Q, ch0, count, e, stage_dst, -p0 * s.Q * stage_width);
-          else store_tile<float>(acc, px, n, pix0, s.Q, ch0, count, e, e.out, 0);
-          i += px;
-        }
-      };
-      // Grid positions [lo, hi) in tiles of p.rows; the last tile moves back to end at hi.
-      auto run = [&](int64_t lo, int64_t hi, const char* a, const uint16_t* b, bool second_block, int64_t ch0,
-                     int64_t count) {
-        for (int64_t done = lo; done < hi;) {
-          const int64_t j0 = std::max<int64_t>(0, std::min(done, hi - p.rows));
-          const int64_t row = j0 / p.grid_width, col = j0 % p.grid_width;
-          const int64_t pixel_index = p.flat ? j0 : row * s.stride_h * p.Wp + col * s.stride_w;
-          const char* first = a + pixel_index * p.pixel * 2;
-          if (p.parts == 1) tile_pass<1>(first, a_stride, tap_offsets.data(), RS, p.chunks, b, second_block);
-          else tile_pass<kParts>(first, a_stride, tap_offsets.data(), RS, p.chunks, b, second_block);
-          _tile_stored(0, sums[0], 64);  // tile numbers are instruction immediates
-          _tile_stored(1, sums[1], 64);
-          _tile_stored(2, sums[2], 64);
-          _tile_stored(3, sums[3], 64);
-          store(j0, static_cast<int>(done - j0), static_cast<int>(std::min<int64_t>(p.rows, hi - j0)), ch0, count);
-          done = j0 + p.rows;
-        }
-      };
-      for (int64_t g = 0; g < s.groups; ++g)
-        for (int64_t pass = 0; pass < p.passes; ++pass) {
-          const char* a = image_parts + g * p.chunks * p.parts * kChunk * 2;
-          const uint16_t* b = packed.get() + (g * p.passes + pass) * pass_elems;
-          const int64_t count = std::min(kPass, Kg - pass * kPass), ch0 = g * Kg + pass * kPass;
-          if (p.flat) {
-            run(p0 * p.grid_width, p1 * p.grid_width, a, b, count > kColumns, ch0, count);
-          } else {
-            for (int64_t row = p0; row < p1; ++row) run(row * s.Q, (row + 1) * s.Q, a, b, count > kColumns, ch0, count);
+        };
+        // Grid positions [lo, hi) in tiles of p.rows; the last tile moves back to end at hi.
+        auto run = [&](int64_t lo, int64_t hi, const char* a, const uint16_t* b, bool second_block, int64_t ch0,
+                       int64_t count) {
+          for (int64_t done = lo; done < hi;) {
+            const int64_t j0 = std::max<int64_t>(0, std::min(done, hi - p.rows));
+            const int64_t row = j0 / p.grid_width, col = j0 % p.grid_width;
+            const int64_t pixel_index = p.flat ? j0 : row * s.stride_h * p.Wp + col * s.stride_w;
+            const char* first = a + pixel_index * p.pixel * 2;
+            if (p.parts == 1) tile_pass<1>(first, a_stride, tap_offsets.data(), RS, p.chunks, b, second_block);
+            else tile_pass<kParts>(first, a_stride, tap_offsets.data(), RS, p.chunks, b, second_block);
+            _tile_stored(0, sums[0], 64);  // tile numbers are instruction immediates
+            _tile_stored(1, sums[1], 64);
+            _tile_stored(2, sums[2], 64);
+            _tile_stored(3, sums[3], 64);
+            store(j0, static_cast<int>(done - j0), static_cast<int>(std::min<int64_t>(p.rows, hi - j0)), ch0, count);
+            done = j0 + p.rows;
           }
+        };
+        for (int64_t g = 0; g < s.groups; ++g)
+          for (int64_t pass = 0; pass < p.passes; ++pass) {
+            const char* a = image_parts + g * p.chunks * p.parts * kChunk * 2;
+            const uint16_t* b = packed.get() + (g * p.passes + pass) * pass_elems;
+            const int64_t count = std::min(kPass, Kg - pass * kPass), ch0 = g * Kg + pass * kPass;
+            if (p.flat) {
+              run(p0 * p.grid_width, p1 * p.grid_width, a, b, count > kColumns, ch0, count);
+            } else {
+              for (int64_t row = p0; row < p1; ++row) run(row * s.Q, (row + 1) * s.Q, a, b, count > kColumns, ch0, count);
+            }
+          }
+        if (staged) {
+          float* out = static_cast<float*>(e.out.data) + n * e.out.sn;
+          for (int64_t row = p0; row < p1; ++row)
+            copy_out_channel_major(stage.data() + (row - p0) * s.Q * stage_width, stage_width, s.Q, channels_total,
+                                   out + row * e.out.sh, e.out.sc, e.out.sw);
         }
-      if (staged) {
-        float* out = static_cast<float*>(e.out.data) + n * e.out.sn;
-        for (int64_t row = p0; row < p1; ++row)
-          copy_out_channel_major(stage.data() + (row - p0) * s.Q * stage_width, stage_width, s.Q, channels_total,
-                                 out + row * e.out.sh, e.out.sc, e.out.sw);
       }
-    }
-    _tile_release();
-  };
-  if (team <= 1) {
-    work();
-  } else {
+      _tile_release();
+    };
+    if (team <= 1) {
+      work();
+    } else {
 #pragma omp parallel num_threads(team)
-    work();
+      work();
+    }
   }
 }
 

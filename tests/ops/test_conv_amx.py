@@ -150,3 +150,16 @@ def test_input_gradient_on_the_tiles(kernel, padding, dilation, groups, layout):
     cfg = dict(n=2, c=64 * groups, h=9, w=21, k=64 * groups, kernel=kernel, stride=(1, 1), padding=padding,
                dilation=dilation, groups=groups, bias=True, residual=False, activation="relu", layout=layout)  # fmt: skip
     run_case(cfg, "cpu", torch.float32, 3)
+
+
+def test_large_batches_are_split_and_computed_in_parts():
+    """Images whose parts exceed the 64 MB budget go through the tiles in batches (here one image
+    at a time: 2 x 64 x 300 x 300 parts take 68 MB); the second batch's outputs land at image 1."""
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 64, 300, 300, generator=gen)
+    w = torch.randn(16, 64, 3, 3, generator=gen)
+    b = torch.randn(16, generator=gen)
+    ours = bigkern.ops.conv2d(x, w, b, padding=1, activation="relu")
+    theirs = F.conv2d(x, w, b, padding=1).relu()
+    ref = F.conv2d(x.double(), w.double(), b.double(), padding=1).relu()
+    assert_close_to_reference(ours, theirs, ref, "two batches of one image")
