@@ -172,7 +172,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv2d_backward(
   at::Tensor grad_bias = output_mask[2] ? at::empty({s.K}, options) : at::empty({0}, options);
   const bool want_preact = output_mask[3] && activation != 0;
   at::Tensor grad_preact = want_preact ? at::empty(grad_output.sizes(), options.memory_format(format)) : at::empty({0}, options);
-  if (s.N > 0) {
+  // A first layer's weight gradient alone (its input needs none) runs the direct row kernel on the
+  // operands as given where their rows are contiguous (conv_direct_rows.h): no layout copies.
+  auto rows_ok = [&](const at::Tensor& t) { return t.scalar_type() == acc && t.stride(3) == 1; };
+  const bool rows = s.N > 0 && direct_rows_conv(s) && !output_mask[0] && !want_preact && rows_ok(input) &&
+                    rows_ok(grad_output) && (activation == 0 || rows_ok(activation_input));
+  if (rows) {
+    const at::Tensor w = weight.to(acc).contiguous();
+    ConvBackwardArgs a{};
+    a.weight = w.data_ptr(), a.activation = activation;
+    a.input_rows = strided(input), a.grad_output_rows = strided(grad_output);
+    if (activation != 0) a.activation_rows = strided(activation_input);
+    a.grad_weight = output_mask[1] ? grad_weight.data_ptr() : nullptr;
+    a.grad_bias = output_mask[2] ? grad_bias.data_ptr() : nullptr;
+    kernels(s, true, true).backward(s, a, acc == at::kDouble);
+  } else if (s.N > 0) {
     const at::Tensor go = channels_last(grad_output, acc);
     const at::Tensor act = activation != 0 ? channels_last(activation_input, acc) : at::Tensor();
     const at::Tensor x = channels_last(input, acc);

@@ -67,6 +67,10 @@ struct ConvBackwardArgs {
   void* grad_weight;             // (K, C/G, R, S) contiguous, or null
   void* grad_bias;               // (K) or null
   Strided grad_preact;           // (N, K, P, Q) or data == null
+  // Set (and the channels-last operands above left null) where conv.cpp takes the direct row
+  // weight gradient (conv_direct_rows.h): input, output gradient and activation input as given,
+  // each with rows of contiguous pixels; only grad_weight and grad_bias are wanted then.
+  Strided input_rows, grad_output_rows, activation_rows;
 };
 
 struct ConvKernelTable {

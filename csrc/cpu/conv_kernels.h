@@ -944,6 +944,7 @@ void weight_gradient(const ConvShape& s, const ConvBackwardArgs& a) {
 
 template <typename T>
 void backward(const ConvShape& s, const ConvBackwardArgs& args) {
+  if (args.input_rows.data != nullptr) return direct_rows_weight_gradient<T>(s, args);
   ConvBackwardArgs a = args;
   if (a.activation == 0) a.grad_z = const_cast<void*>(a.grad_output);  // read-only from here on
   preactivation_gradient<T>(s, a, static_cast<const T*>(a.grad_z));

@@ -70,7 +70,8 @@ def make_input(cfg, dtype, device, gen):
     return x.to(device=device, dtype=dtype)
 
 
-def run_case(cfg, backend, dtype, seed):
+def run_case(cfg, backend, dtype, seed, input_grad=True):
+    """input_grad=False leaves the input out of the gradients (a first layer's case)."""
     device = device_of(backend)
     gen = torch.Generator().manual_seed(seed)
     x = make_input(cfg, dtype, device, gen)
@@ -89,8 +90,9 @@ def run_case(cfg, backend, dtype, seed):
 
     def run(fn, cast):
         leaves = [None if t is None else cast(t).detach().requires_grad_() for t in (x, weight, bias, residual)]
+        leaves[0].requires_grad_(input_grad)
         y = fn(*leaves)
-        grads = torch.autograd.grad(y, [t for t in leaves if t is not None], cast(grad_out))
+        grads = torch.autograd.grad(y, [t for t in leaves if t is not None and t.requires_grad], cast(grad_out))
         return y, grads
 
     with bigkern.use_backend(backend):
@@ -100,7 +102,8 @@ def run_case(cfg, backend, dtype, seed):
     ref, ref_grads = run(unfused, lambda t: t.double())
     assert ours.is_contiguous(memory_format=torch.channels_last) == theirs.is_contiguous(memory_format=torch.channels_last)
     assert_close_to_reference(ours, theirs, ref, f"{cfg} output")
-    names = [n for n, t in zip(("input", "weight", "bias", "residual"), (x, weight, bias, residual)) if t is not None]
+    names = [n for n, t in zip(("input", "weight", "bias", "residual"), (x, weight, bias, residual))
+             if t is not None and (n != "input" or input_grad)]  # fmt: skip
     for name, a, b, c in zip(names, ours_grads, their_grads, ref_grads):
         assert_close_to_reference(a, b, c, f"{cfg} grad {name}")
 
@@ -155,6 +158,13 @@ def first_layer_config(seed: int) -> dict:
 @pytest.mark.parametrize("seed", range(16))
 def test_first_layer_rows_cpu(seed):
     run_case(first_layer_config(seed), "cpu", torch.float32, seed)
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_first_layer_rows_weight_gradient_cpu(seed):
+    """Without the input's gradient the backward of these layers is the direct row kernel's weight
+    and bias gradient (and the residual's, which is the output gradient itself)."""
+    run_case(first_layer_config(100 + seed), "cpu", torch.float32, seed, input_grad=False)
 
 
 @pytest.mark.parametrize("seed", range(8))
