@@ -15,8 +15,10 @@
 // Six products for one still leave the tile unit 2.7x the FMA units' peak (measured here:
 // 5.6 ns per TDPBF16PS, 3 TFLOP/s bfloat16 per core).
 //
-// Layout. The input is split once per call into a zero-padded channels-last buffer of bfloat16
-// parts: [N][Hp][Wp][groups][chunks][3 parts][32 channels], Hp x Wp the rows and columns the taps
+// Layout. The input (read through its strides: 16-channel loads where channels are contiguous,
+// 16-channel gathers otherwise, so NCHW needs no conversion pass) is split, in batches of images
+// whose parts stay under 64 MB, into a zero-padded channels-last buffer of bfloat16 parts:
+// [N][Hp][Wp][groups][chunks][3 parts][32 channels], Hp x Wp the rows and columns the taps
 // read (padding included, so no tap ever needs a bounds check) and chunks the group's channels in
 // 32s (zero past the last). A tile row is then 64 contiguous bytes: one pixel's 32 channels of one
 // part, and a tile of m output pixels is m such rows a fixed stride apart, for every tap, stride
@@ -35,6 +37,9 @@
 // 4-6 the input parts, 7 the weight part in use. The output passes over 32 channels at a time;
 // after each tile's pass its sums go through the shared epilogue (store_tile: bias, residual,
 // activation, pre-activation, NCHW staging), six pixels at a time.
+//
+// Also here: bfloat16 operands in one part (one product instead of six), and the input gradient
+// at stride 1 as this forward with the kernel flipped (input_gradient, at the end).
 
 namespace amx {
 

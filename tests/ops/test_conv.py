@@ -257,6 +257,19 @@ def test_gradcheck_float64_avx512_tiles(case):
         assert torch.autograd.gradcheck(fn, (x, w, b))
 
 
+@pytest.mark.parametrize("input_grad", [True, False], ids=["forward-rows", "weight-gradient-rows"])
+def test_gradcheck_float64_first_layer_rows(input_grad):
+    """float64 through the direct row kernels (conv_direct_rows.h): 3 input channels, 18-pixel
+    output rows, silu; without the input's gradient the backward is the rows' weight gradient."""
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(1, 3, 4, 18, generator=gen, dtype=torch.float64, requires_grad=input_grad)
+    w = torch.randn(5, 3, 3, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(5, generator=gen, dtype=torch.float64, requires_grad=True)
+    fn = lambda x, w, b: bigkern.ops.conv2d(x, w, b, padding=1, activation="silu")  # noqa: E731
+    with bigkern.use_backend("cpu"):
+        assert torch.autograd.gradcheck(fn, (x, w, b))
+
+
 def test_opcheck():
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(2, 4, 7, 6, generator=gen).contiguous(memory_format=torch.channels_last)
