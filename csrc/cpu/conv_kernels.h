@@ -634,7 +634,7 @@ void implicit_gemm(const ConvShape& s, const T* src, const std::vector<T>& panel
 }
 
 #include "cpu/conv_direct_rows.h"
-#ifdef BIGKERN_CONV_AMX
+#if BIGKERN_CONV_AMX
 #include "cpu/conv_amx.h"
 #endif
 
@@ -647,7 +647,7 @@ void forward(const ConvShape& s, const ConvForwardArgs& a) {
     std::copy_n(static_cast<const T*>(a.bias), s.K, bias.begin());
   }
   Epilogue<T> e{bias.empty() ? nullptr : bias.data(), a.residual, a.out, a.preact, a.activation};
-#ifdef BIGKERN_CONV_AMX
+#if BIGKERN_CONV_AMX
   if constexpr (std::is_same_v<T, float>) {
     if (amx_conv_runs(s)) return amx::forward(s, a.input, w, e, a.bfloat16_operands);
   }
@@ -951,7 +951,7 @@ void backward(const ConvShape& s, const ConvBackwardArgs& args) {
   if (a.grad_input.data != nullptr) {
     const T* w = static_cast<const T*>(a.weight);
     bool on_tiles = false;
-#ifdef BIGKERN_CONV_AMX
+#if BIGKERN_CONV_AMX
     if constexpr (std::is_same_v<T, float>) on_tiles = amx::input_gradient(s, static_cast<const T*>(a.grad_z), w, a.grad_input);
 #endif
     if (!on_tiles) {

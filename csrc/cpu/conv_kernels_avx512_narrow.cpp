@@ -6,13 +6,17 @@
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #pragma GCC push_options
+#if BIGKERN_CPU_AMX_BUILD
 #pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,amx-tile,amx-bf16")
+#else
+#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")
+#endif
 namespace bigkern::cpu::avx512_narrow {
 #define BIGKERN_ATTN_VECTOR_BYTES 64
 #define BIGKERN_ATTN_FMA 1
 #define BIGKERN_ATTN_AVX2 1
 #define BIGKERN_CONV_NARROW_TILE 1
-#define BIGKERN_CONV_AMX 1
+#define BIGKERN_CONV_AMX BIGKERN_CPU_AMX_BUILD
 #include "cpu/conv_kernels.h"
 #undef BIGKERN_CONV_AMX
 #undef BIGKERN_CONV_NARROW_TILE

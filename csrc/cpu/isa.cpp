@@ -3,7 +3,7 @@
 #include "cpu/conv_kernel_table.h"
 #include "cpu/isa.h"
 
-#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__)
+#if BIGKERN_CPU_AMX_BUILD
 #include <cpuid.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -20,7 +20,7 @@ bool amx_tiles_ready() {
     TORCH_CHECK(choice.empty() || choice == "0" || choice == "1", "BIGKERN_CPU_AMX=", choice,
                 " is not supported; it takes 0 (AVX-512 kernels only) or 1 (the default: AMX where available)");
     if (choice == "0" || cpu_isa_level() != IsaLevel::kAvx512) return false;
-#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__)
+#if BIGKERN_CPU_AMX_BUILD
     unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
     if (__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) == 0) return false;
     const bool amx_bf16 = (edx >> 22) & 1, amx_tile = (edx >> 24) & 1;

@@ -47,6 +47,15 @@ inline IsaLevel cpu_isa_level() {
 
 inline bool use_avx2_kernels() { return cpu_isa_level() != IsaLevel::kBaseline; }
 
+// Whether this compiler builds the AMX kernels (the amx-tile/amx-bf16 targets and intrinsics came
+// with GCC 11 and Clang 12); older ones build the rest and amx_tiles_ready() is false.
+#if defined(__x86_64__) && defined(__linux__) && \
+    ((defined(__clang__) && __clang_major__ >= 12) || (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 11))
+#define BIGKERN_CPU_AMX_BUILD 1
+#else
+#define BIGKERN_CPU_AMX_BUILD 0
+#endif
+
 // Whether the float32 convolution forward may run on the AMX tile unit (conv_amx.h): the processor
 // has AMX-TILE and AMX-BF16, the AVX-512 build is selected, Linux granted this process the tile
 // data state, and BIGKERN_CPU_AMX is not 0 (tests set it to check the AVX-512 kernels on machines
