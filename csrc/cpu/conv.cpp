@@ -32,12 +32,13 @@ bool fills_blocks(const ConvShape& s, bool backward, int64_t block) {
   return fills(s.K / s.groups) && (!backward || fills(s.C / s.groups));
 }
 
-const ConvKernelTable& kernels(const ConvShape& s, bool backward, bool direct_rows = false) {
+// any_width: the call runs on AMX tiles (a float32 forward, conv_amx.h) or along rows
+// (conv_direct_rows.h), whose lanes the channel count does not fill: the 64-wide build serves it.
+// (At stride 1 both AVX-512 builds run the backward's input gradient on the tiles.)
+const ConvKernelTable& kernels(const ConvShape& s, bool backward, bool any_width = false) {
   static const IsaLevel level = cpu_isa_level();
   if (level == IsaLevel::kAvx512) {
-    if (direct_rows) return avx512::conv_kernels();  // vectors along the row: any channel count fills them
-    if (!backward && amx_conv_runs(s)) return avx512::conv_kernels();  // float32: conv_amx.h
-    // (At stride 1 both AVX-512 builds run the backward's input gradient on the tiles.)
+    if (any_width) return avx512::conv_kernels();
     if (fills_blocks(s, backward, 64)) return avx512::conv_kernels();
     if (fills_blocks(s, backward, 32)) return avx512_narrow::conv_kernels();
     return avx2::conv_kernels();
@@ -140,7 +141,8 @@ std::tuple<at::Tensor, at::Tensor> conv2d(const at::Tensor& input, const at::Ten
     if (keep) a.preact = strided(preact);
     a.activation = activation;
     a.bfloat16_operands = input.scalar_type() == at::kBFloat16;
-    kernels(s, false, direct_rows_conv(s) && x.stride(3) == 1).forward(s, a, acc == at::kDouble);
+    const bool any_width = (acc == at::kFloat && amx_conv_runs(s)) || (direct_rows_conv(s) && x.stride(3) == 1);
+    kernels(s, false, any_width).forward(s, a, acc == at::kDouble);
   }
   if (input.scalar_type() != acc) {
     out = out.to(input.scalar_type());
@@ -178,9 +180,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv2d_backward(
   const bool rows = s.N > 0 && direct_rows_conv(s) && !output_mask[0] && !want_preact && rows_ok(input) &&
                     rows_ok(grad_output) && (activation == 0 || rows_ok(activation_input));
   if (rows) {
-    const at::Tensor w = weight.to(acc).contiguous();
     ConvBackwardArgs a{};
-    a.weight = w.data_ptr(), a.activation = activation;
+    a.activation = activation;
     a.input_rows = strided(input), a.grad_output_rows = strided(grad_output);
     if (activation != 0) a.activation_rows = strided(activation_input);
     a.grad_weight = output_mask[1] ? grad_weight.data_ptr() : nullptr;

@@ -35,6 +35,20 @@ def device_of(backend):
     return "cuda" if backend == "cuda" or (backend == "triton" and torch.cuda.is_available()) else "cpu"
 
 
+def random_padding(rng: random.Random, stride: tuple) -> object:
+    """An int, a pair, "same" (stride 1 only) or "valid"."""
+    padding = rng.choice(["int", "pair", "same", "valid"])
+    if padding == "same" and stride != (1, 1):
+        padding = "pair"
+    return {"int": rng.randint(0, 2), "pair": (rng.randint(0, 2), rng.randint(0, 3)), "same": "same", "valid": "valid"}[padding]
+
+
+def random_epilogue(rng: random.Random, layouts: list) -> dict:
+    """Bias, residual, activation and the input's memory layout."""
+    return dict(bias=rng.random() < 0.7, residual=rng.random() < 0.4, activation=rng.choice(ACTIVATIONS),
+                layout=rng.choice(layouts))  # fmt: skip
+
+
 def random_config(seed: int) -> dict:
     rng = random.Random(seed)
     groups = rng.choice([1, 1, 1, 2, 3])
@@ -46,16 +60,12 @@ def random_config(seed: int) -> dict:
     r, s = rng.choice([1, 2, 3, 5]), rng.choice([1, 2, 3])
     stride = (rng.choice([1, 2, 3]), rng.choice([1, 2]))
     dilation = (rng.choice([1, 2]), rng.choice([1, 1, 2]))
-    padding = rng.choice(["int", "pair", "same", "valid"])
-    if padding == "same" and stride != (1, 1):
-        padding = "pair"
-    padding = {"int": rng.randint(0, 2), "pair": (rng.randint(0, 2), rng.randint(0, 3)), "same": "same", "valid": "valid"}[padding]
+    padding = random_padding(rng, stride)
     h = rng.randint(dilation[0] * (r - 1) + 1, 13)
     w = rng.randint(dilation[1] * (s - 1) + 1, 11)
     return dict(
         n=rng.randint(1, 3), c=c_per_group * groups, h=h, w=w, k=k, kernel=(r, s), stride=stride, padding=padding,
-        dilation=dilation, groups=groups, bias=rng.random() < 0.7, residual=rng.random() < 0.4,
-        activation=rng.choice(ACTIVATIONS), layout=rng.choice(["contiguous", "channels_last", "sliced"]),
+        dilation=dilation, groups=groups, **random_epilogue(rng, ["contiguous", "channels_last", "sliced"]),
     )  # fmt: skip
 
 
@@ -149,9 +159,8 @@ def first_layer_config(seed: int) -> dict:
     return dict(
         n=rng.randint(1, 3), c=rng.choice([1, 1, 3, 6, 8]), h=rng.randint(dilation[0] * (r - 1) + 1, 14),
         w=rng.randint(16 + dilation[1] * (s - 1), 50), k=rng.choice([1, 5, 6, 9, 16, 17, 32]), kernel=(r, s),
-        stride=stride, padding=padding, dilation=dilation, groups=1, bias=rng.random() < 0.7,
-        residual=rng.random() < 0.4, activation=rng.choice(ACTIVATIONS),
-        layout=rng.choice(["contiguous", "contiguous", "channels_last", "sliced"]),
+        stride=stride, padding=padding, dilation=dilation, groups=1,
+        **random_epilogue(rng, ["contiguous", "contiguous", "channels_last", "sliced"]),
     )  # fmt: skip
 
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 import bigkern
 import bigkern._C
-from tests.ops.test_conv import ACTIVATIONS, run_case
+from tests.ops.test_conv import random_epilogue, random_padding, run_case
 from tests.ops.test_rnn import assert_close_to_reference
 
 pytestmark = pytest.mark.skipif(not bigkern._C.cpu_amx(), reason="this processor (or BIGKERN_CPU_AMX=0) gives no AMX tiles")
@@ -36,17 +36,13 @@ def amx_config(seed: int) -> dict:
     r, s = rng.choice([1, 2, 3, 5]), rng.choice([1, 3, 4])
     stride = rng.choice([(1, 1), (1, 1), (2, 2), (2, 1), (3, 2)])
     dilation = (rng.choice([1, 1, 2]), rng.choice([1, 1, 2]))
-    padding = rng.choice(["int", "pair", "same", "valid"])
-    if padding == "same" and stride != (1, 1):
-        padding = "pair"
-    padding = {"int": rng.randint(0, 2), "pair": (rng.randint(0, 2), rng.randint(0, 3)), "same": "same", "valid": "valid"}[padding]
+    padding = random_padding(rng, stride)
     h = rng.randint(dilation[0] * (r - 1) + 1, 12)
     w = rng.randint(dilation[1] * (s - 1) + 1, 40)  # rows of one to several 16-pixel tiles
     return dict(
         n=rng.randint(1, 2), c=groups * rng.choice(WIDTHS), h=h, w=w, k=groups * rng.choice(WIDTHS), kernel=(r, s),
-        stride=stride, padding=padding, dilation=dilation, groups=groups, bias=rng.random() < 0.7,
-        residual=rng.random() < 0.4, activation=rng.choice(ACTIVATIONS),
-        layout=rng.choice(["contiguous", "channels_last", "sliced"]),
+        stride=stride, padding=padding, dilation=dilation, groups=groups,
+        **random_epilogue(rng, ["contiguous", "channels_last", "sliced"]),
     )  # fmt: skip
 
 
