@@ -291,6 +291,21 @@ def test_opcheck():
         torch.library.opcheck(torch.ops.bigkern.conv2d.default, args)
 
 
+@pytest.mark.parametrize("case", ["tiles", "rows"])
+def test_opcheck_new_cpu_paths(case):
+    """opcheck through the AMX forward and stride-1 dgrad (32 channels, where the processor has
+    AMX) and through the first-layer row kernels (3 channels, 20-pixel NCHW rows; an input without
+    gradient takes the rows' weight gradient)."""
+    gen = torch.Generator().manual_seed(2)
+    c, k, width, input_grad = (32, 48, 9, True) if case == "tiles" else (3, 5, 20, False)
+    x = torch.randn(2, c, 5, width, generator=gen).requires_grad_(input_grad)
+    w = torch.randn(k, c, 3, 3, generator=gen, requires_grad=True)
+    b = torch.randn(k, generator=gen, requires_grad=True)
+    for activation, save in ((0, False), (1, False), (3, True)):
+        args = (x, w, b, None, [1, 1], [1, 1, 1, 1], [1, 1], 1, activation, save)
+        torch.library.opcheck(torch.ops.bigkern.conv2d.default, args)
+
+
 def test_unbatched_input_and_padding_forms():
     gen = torch.Generator().manual_seed(2)
     x = torch.randn(3, 10, 9, generator=gen)
